@@ -7,6 +7,10 @@ hard-codes a bucket, key or endpoint.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import fsspec
 import pyarrow.fs as pafs
 from fsspec.core import url_to_fs
@@ -18,8 +22,12 @@ def open_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """Return `(filesystem, root path without protocol)` for `uri`, trailing slash removed."""
     if not uri:
         raise DataError("an empty path or URI was given: pass a local path or e.g. s3://bucket/prefix")
+    options = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if uri.startswith(("s3://", "s3a://")) and endpoint:
+        options["endpoint_url"] = endpoint  # carried with the pickled filesystem to Ray workers
     try:
-        fs, root = url_to_fs(uri)
+        fs, root = url_to_fs(uri, **options)
     except (ImportError, ValueError) as e:
         raise DataError(f"{uri}: cannot open this URI ({e})") from e
     return fs, root.rstrip("/") or root
@@ -45,3 +53,30 @@ def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     if is_local(fs):
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe(path, data)
+
+
+def move_file(fs: fsspec.AbstractFileSystem, src: str, dst: str) -> None:
+    """Move one file (a rename locally, copy + delete on object stores)."""
+    if is_local(fs):
+        fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
+    fs.mv(src, dst)
+
+
+@contextmanager
+def storage_errors(uri: str) -> Iterator[None]:
+    """Turn filesystem failures under `uri` into one `DataError` that says what to do."""
+    try:
+        yield
+    except DataError:
+        raise
+    except FileNotFoundError as e:
+        raise DataError(
+            f"{uri}: not found ({e}). Check the path; for s3:// check that the bucket exists."
+        ) from e
+    except PermissionError as e:
+        raise DataError(
+            f"{uri}: access denied ({e}). Check the credentials (AWS_ACCESS_KEY_ID / "
+            "AWS_PROFILE / instance role) and the bucket policy."
+        ) from e
+    except (ConnectionError, TimeoutError) as e:
+        raise DataError(f"{uri}: storage unreachable ({e}). Check the endpoint and network.") from e

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from diet_ray.data.errors import DataError
-from diet_ray.data.fs import join, open_fs, write_bytes
+from diet_ray.data.fs import join, move_file, open_fs, storage_errors, write_bytes
 from diet_ray.data.schema import SCHEMA_FILE, DenseField, Schema, SparseField, StageInfo, stage_dir
 from diet_ray.data.sources.base import Source
 from diet_ray.data.staging import StageAssigner, StageRule, TimestampHistogram
@@ -147,16 +147,18 @@ class _ShardWriter:
             self.flush_all()
 
     def flush(self, stage: int) -> None:
+        """Write the stage's buffered rows as shards of at most `rows_per_shard` rows."""
         if not self.buffers[stage]:
             return
         table = pa.concat_tables(self.buffers.pop(stage))
         self.buffered[stage] = 0
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        data = sink.getvalue()
-        rel = f"{stage_dir(stage)}/part-{len(self.files[stage]):05d}.parquet"
-        write_bytes(self.fs, join(self.tmp_root, rel), data)
-        self.files[stage].append((rel, hashlib.sha256(data).hexdigest()))
+        for start in range(0, table.num_rows, self.rows_per_shard):
+            sink = io.BytesIO()
+            pq.write_table(table.slice(start, self.rows_per_shard), sink, compression="zstd")
+            data = sink.getvalue()
+            rel = f"{stage_dir(stage)}/part-{len(self.files[stage]):05d}.parquet"
+            write_bytes(self.fs, join(self.tmp_root, rel), data)
+            self.files[stage].append((rel, hashlib.sha256(data).hexdigest()))
 
     def flush_all(self) -> None:
         for stage in list(self.buffers):
@@ -170,6 +172,15 @@ def _clear(fs, path: str) -> None:
 
 def prepare(source: Source, output: str, opts: PrepareOptions) -> Schema:
     """Prepare `source` into `output` (any fsspec URI); return the committed schema."""
+    with storage_errors(output):
+        fs, root = open_fs(output)
+        try:
+            return _prepare(source, output, opts)
+        finally:  # success or failure, nothing stays under the temp prefix
+            _clear(fs, join(root, TMP))
+
+
+def _prepare(source: Source, output: str, opts: PrepareOptions) -> Schema:
     rule = StageRule.parse(opts.stage_by)
     fs, root = open_fs(output)
     schema_path = join(root, SCHEMA_FILE)
@@ -182,6 +193,8 @@ def prepare(source: Source, output: str, opts: PrepareOptions) -> Schema:
         fs.rm(schema_path)  # from here on the old dataset no longer looks complete
     tmp_root = join(root, TMP)
     _clear(fs, tmp_root)
+    write_bytes(fs, join(tmp_root, "_write_check"), b"")  # fail now, not after a long scan
+    fs.rm(join(tmp_root, "_write_check"))
     spec = source.spec
 
     scan = _Scan(source, opts.max_vocab)
@@ -202,66 +215,64 @@ def prepare(source: Source, output: str, opts: PrepareOptions) -> Schema:
     assign = StageAssigner(rule, scan.hist)
     writer = _ShardWriter(fs, tmp_root, opts.rows_per_shard)
     oov = defaultdict(int)
-    try:
-        progress = Progress(f"prepare {source.name}: write", total=scan.hist.total)
-        for table in source.chunks():
-            _check_chunk(source, table)
-            encoded = _encode(table, source, mappers)
-            for name in spec.categorical:
-                oov[name] += int((encoded.column(name).to_numpy() == 0).sum())
-            stages = assign(encoded.column("timestamp").to_numpy())
-            order = np.argsort(stages, kind="stable")
-            sorted_stages = stages[order]
-            cuts = np.flatnonzero(np.diff(sorted_stages)) + 1
-            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(order)]):
-                writer.add(int(sorted_stages[lo]), encoded.take(pa.array(order[lo:hi])))
-            progress.update(table.num_rows)
-        writer.flush_all()
-        progress.finish()
-        for name, vocab in vocabularies.items():
-            if vocab is not None:
-                write_bytes(fs, join(tmp_root, "vocab", f"{name}.json"), json.dumps(vocab).encode())
-        schema = Schema(
-            dataset=opts.dataset or source.name,
-            source=source.name,
-            stage_by=rule.text,
-            sparse=tuple(
-                SparseField(
-                    name=name,
-                    kind="multi_hot" if name in spec.multi_hot else "categorical",
-                    vocab_size=mappers[name].vocab_size,
-                    max_len=scan.counters[name].max_len if name in spec.multi_hot else 1,
-                    hashed=vocabularies[name] is None,
-                    oov_rows=oov.get(name, 0),
-                )
-                for name in (*spec.categorical, *spec.multi_hot)
-            ),
-            dense=scan.dense_fields(spec),
-            stages=tuple(
-                StageInfo(
-                    index=s,
-                    start=writer.bounds[s][0],
-                    end=writer.bounds[s][1],
-                    rows=writer.rows[s],
-                    positives=writer.positives[s],
-                    files=tuple(f for f, _ in writer.files[s]),
-                    sha256=tuple(h for _, h in writer.files[s]),
-                )
-                for s in range(assign.num_stages)
-                if writer.rows[s] > 0
-            ),
-        )
-        # commit: replace any old stage folders and vocabularies, then write the schema last
-        for entry in fs.ls(root, detail=False):
-            name = entry.rstrip("/").rsplit("/", 1)[-1]
-            if name.startswith("stage=") or name == "vocab":
-                fs.rm(entry, recursive=True)
-        for entry in fs.ls(tmp_root, detail=False):
-            name = entry.rstrip("/").rsplit("/", 1)[-1]
-            fs.mv(entry, join(root, name), recursive=True)
-        write_bytes(fs, schema_path, schema.to_json().encode())
-    finally:
-        _clear(fs, tmp_root)
+    progress = Progress(f"prepare {source.name}: write", total=scan.hist.total)
+    for table in source.chunks():
+        _check_chunk(source, table)
+        encoded = _encode(table, source, mappers)
+        for name in spec.categorical:
+            oov[name] += int((encoded.column(name).to_numpy() == 0).sum())
+        stages = assign(encoded.column("timestamp").to_numpy())
+        order = np.argsort(stages, kind="stable")
+        sorted_stages = stages[order]
+        cuts = np.flatnonzero(np.diff(sorted_stages)) + 1
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(order)]):
+            writer.add(int(sorted_stages[lo]), encoded.take(pa.array(order[lo:hi])))
+        progress.update(table.num_rows)
+    writer.flush_all()
+    progress.finish()
+    written = [rel for files in writer.files.values() for rel, _ in files]
+    for name, vocab in vocabularies.items():
+        if vocab is not None:
+            written.append(f"vocab/{name}.json")
+            write_bytes(fs, join(tmp_root, written[-1]), json.dumps(vocab).encode())
+    schema = Schema(
+        dataset=opts.dataset or source.name,
+        source=source.name,
+        stage_by=rule.text,
+        sparse=tuple(
+            SparseField(
+                name=name,
+                kind="multi_hot" if name in spec.multi_hot else "categorical",
+                vocab_size=mappers[name].vocab_size,
+                max_len=scan.counters[name].max_len if name in spec.multi_hot else 1,
+                hashed=vocabularies[name] is None,
+                oov_rows=oov.get(name, 0),
+            )
+            for name in (*spec.categorical, *spec.multi_hot)
+        ),
+        dense=scan.dense_fields(spec),
+        stages=tuple(
+            StageInfo(
+                index=s,
+                start=writer.bounds[s][0],
+                end=writer.bounds[s][1],
+                rows=writer.rows[s],
+                positives=writer.positives[s],
+                files=tuple(f for f, _ in writer.files[s]),
+                sha256=tuple(h for _, h in writer.files[s]),
+            )
+            for s in range(assign.num_stages)
+            if writer.rows[s] > 0
+        ),
+    )
+    # commit: replace any old stage folders and vocabularies, then write the schema last
+    for entry in fs.ls(root, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("stage=") or name == "vocab":
+            fs.rm(entry, recursive=True)
+    for rel in written:
+        move_file(fs, join(tmp_root, rel), join(root, rel))
+    write_bytes(fs, schema_path, schema.to_json().encode())
     log.info(
         "prepared %s: %d rows in %d stages -> %s", schema.dataset, schema.total_rows,
         len(schema.stages), output,

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from diet_ray.data.errors import DataError
-from diet_ray.data.fs import open_fs
+from diet_ray.data.fs import open_fs, storage_errors
 
 SCHEMA_FILE = "schema.json"
 SCHEMA_VERSION = 1
@@ -158,12 +158,13 @@ class Schema:
         """Read `<uri>/schema.json`; a missing file means the dataset is absent or incomplete."""
         fs, root = open_fs(uri)
         path = f"{root}/{SCHEMA_FILE}"
-        try:
-            with fs.open(path, "rb") as f:
-                text = f.read().decode()
-        except FileNotFoundError:
-            raise DataError(
-                f"{uri}: no {SCHEMA_FILE} found. Either this is not a prepared dataset or "
-                "its preparation did not finish; run `diet-ray prepare` with this --output."
-            ) from None
+        with storage_errors(uri):
+            try:
+                with fs.open(path, "rb") as f:
+                    text = f.read().decode()
+            except FileNotFoundError:
+                raise DataError(
+                    f"{uri}: no {SCHEMA_FILE} found. Either this is not a prepared dataset or "
+                    "its preparation did not finish; run `diet-ray prepare` with this --output."
+                ) from None
         return cls.from_json(text)
