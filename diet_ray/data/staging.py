@@ -48,24 +48,51 @@ class StageRule:
 
 
 class TimestampHistogram:
-    """Exact counts of each distinct timestamp, merged chunk by chunk (first pass)."""
+    """Exact counts of each distinct timestamp, merged chunk by chunk (first pass).
+
+    Chunks already in time order (logs usually are) are appended without re-sorting; other
+    chunks are merged lazily, so the cost stays O(n log n) over the whole input.
+    """
 
     def __init__(self) -> None:
-        self.values = np.zeros(0, dtype=np.int64)
-        self.counts = np.zeros(0, dtype=np.int64)
+        self._values: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+        self._sorted = True  # the pending parts, concatenated, are strictly increasing
 
     def add(self, ts: np.ndarray) -> None:
         if not len(ts):
             return
         v, c = np.unique(ts, return_counts=True)
-        allv = np.concatenate([self.values, v])
-        allc = np.concatenate([self.counts, c])
-        self.values, inv = np.unique(allv, return_inverse=True)
-        self.counts = np.bincount(inv, weights=allc, minlength=len(self.values)).astype(np.int64)
+        if self._values and v[0] <= self._values[-1][-1]:
+            self._sorted = False
+        self._values.append(v)
+        self._counts.append(c)
+        if not self._sorted and len(self._values) >= 64:
+            self._merge()
+
+    def _merge(self) -> None:
+        if len(self._values) <= 1 and self._sorted:
+            return
+        allv, allc = np.concatenate(self._values), np.concatenate(self._counts)
+        if not self._sorted:
+            values, inv = np.unique(allv, return_inverse=True)
+            allc = np.bincount(inv, weights=allc, minlength=len(values)).astype(np.int64)
+            allv = values
+        self._values, self._counts, self._sorted = [allv], [allc], True
+
+    @property
+    def values(self) -> np.ndarray:
+        self._merge()
+        return self._values[0] if self._values else np.zeros(0, dtype=np.int64)
+
+    @property
+    def counts(self) -> np.ndarray:
+        self._merge()
+        return self._counts[0] if self._counts else np.zeros(0, dtype=np.int64)
 
     @property
     def total(self) -> int:
-        return int(self.counts.sum())
+        return int(sum(int(c.sum()) for c in self._counts))
 
 
 class StageAssigner:

@@ -39,7 +39,7 @@ def stream_csv(
         strings_can_be_null=True,
     )
     try:
-        with fs.open(path, "rb") as f:
+        with fs.open(path, "rb", compression="infer") as f:
             reader = pacsv.open_csv(f, read_options=read, parse_options=parse, convert_options=convert)
             for batch in reader:
                 yield pa.Table.from_batches([batch])
@@ -51,3 +51,14 @@ def stream_csv(
             f"{path}: cannot parse as delimited text ({first}). Check that the file is "
             "complete (not truncated) and has the documented column layout."
         ) from e
+
+
+def csv_header(fs: fsspec.AbstractFileSystem, path: str, delimiter: str = ",") -> list[str]:
+    """The column names on the first line of `path` (quotes and a UTF-8 BOM stripped), so a
+    source can check its columns before streaming only the ones it needs."""
+    try:
+        with fs.open(path, "rb") as f:
+            line = f.readline(1 << 20).decode("utf-8-sig", errors="replace")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    return [c.strip().strip('"') for c in line.rstrip("\r\n").split(delimiter)]
