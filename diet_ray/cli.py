@@ -73,10 +73,24 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_args(p: argparse.ArgumentParser) -> None:
+    from diet_ray.evaluate import zoo
+
+    zoo.add_args(p)
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    from diet_ray.evaluate import zoo
+
+    return zoo.run(args)
+
+
 # name -> (help, add_args(parser), run(args) -> exit code)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "fetch": ("download an embedded dataset into the user cache, verified", _fetch_args, run_fetch),
     "prepare": ("raw logs -> stage-partitioned Parquet + schema.json", _prepare_args, run_prepare),
+    "zoo": ("full-data reference: every architecture, one continual pass, test on the last "
+            "stage", _zoo_args, run_zoo),
 }
 
 
