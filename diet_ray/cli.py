@@ -85,10 +85,55 @@ def run_zoo(args: argparse.Namespace) -> int:
     return zoo.run(args)
 
 
+def _distill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="prepared dataset URI")
+    p.add_argument("--out", required=True, help="output URI: snapshots, config.json")
+    p.add_argument("--budget", type=float, help="memory size as a share of rows seen (0.02)")
+    p.add_argument("--stages", type=int, help="distil stages 0..N-1 (default: all)")
+    p.add_argument("--config", help="YAML config (see jobs/configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. bilevel.outer_steps=5")
+
+
+def distill_config(args: argparse.Namespace):
+    from diet_ray.config import load_config
+
+    overrides = list(args.overrides)
+    if args.budget is not None:
+        overrides.insert(0, f"memory.budget={args.budget}")
+    return load_config(args.config, overrides, data=args.data, out=args.out, stages=args.stages)
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from diet_ray.pipeline import distill
+
+    manifest = distill(distill_config(args))
+    print(f"committed stage {manifest['stage']} (version {manifest['version']}) in {args.out}")
+    return 0
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default="runs", help="where data, snapshots and results go")
+    p.add_argument("--budget", type=float, default=0.02)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--archs", default="deepfm,dcn,fm")
+    p.add_argument("overrides", nargs="*", help="dotted distillation overrides")
+
+
+def run_main(args: argparse.Namespace) -> int:
+    from diet_ray.main_job import run_main_job
+
+    run_main_job(args.workdir, args.budget, args.seeds, args.archs.split(","), args.overrides)
+    return 0
+
+
 # name -> (help, add_args(parser), run(args) -> exit code)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "fetch": ("download an embedded dataset into the user cache, verified", _fetch_args, run_fetch),
     "prepare": ("raw logs -> stage-partitioned Parquet + schema.json", _prepare_args, run_prepare),
+    "run": ("the main job on MovieLens 100K: fetch, prepare, distil at 2%, compare with "
+            "random samples", _run_args, run_main),
+    "distill": ("distil a prepared stream into a memory, stage by stage, on Ray",
+                _distill_args, run_distill),
     "zoo": ("full-data reference: every architecture, one continual pass, test on the last "
             "stage", _zoo_args, run_zoo),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -82,3 +83,16 @@ def table_batches(table: pa.Table, schema: Schema, batch_size: int) -> Iterator[
     """An in-memory Arrow table as consecutive `SparseBatch`es (no Ray)."""
     for start in range(0, table.num_rows, batch_size):
         yield collate(table.slice(start, batch_size), schema)
+
+
+def sample_stage_rows(uri: str, schema: Schema, stage: int, rows: int, seed: int) -> pa.Table:
+    """A seeded random sample of up to `rows` rows from the stage's last shard (in-process;
+    reads one shard, never the whole stage)."""
+    info = schema.stage(stage)
+    fs, root = open_fs(uri)
+    with fs.open(join(root, info.files[-1]), "rb") as f:
+        table = pq.read_table(f)
+    if table.num_rows <= rows:
+        return table
+    pick = np.sort(np.random.default_rng(seed).choice(table.num_rows, rows, replace=False))
+    return table.take(pa.array(pick))

@@ -1,0 +1,148 @@
+"""One worker's share of a stage: the continual pass, teacher labels, outer steps.
+
+`Distiller` holds no Ray: data-parallel workers pass `allreduce` (average a list of
+tensors across workers in place); with one worker it is a no-op. Every random choice
+(inner architecture, starting point, fresh initialisation) derives from
+(seed, stage, step), so all workers make the same choice and apply identical updates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from diet_ray.config import DistillConfig
+from diet_ray.data.batch import SparseBatch
+from diet_ray.data.schema import Schema
+from diet_ray.distill.bilevel import bilevel_loss, gradient_matching_loss, model_params
+from diet_ray.distill.state import RunState, load_state, state_of
+from diet_ray.evaluate.train import loss_fn
+from diet_ray.memory.slots import MemoryTensors
+from diet_ray.models import build_model
+
+AllReduce = Callable[[list[torch.Tensor]], None]
+
+
+def no_allreduce(tensors: list[torch.Tensor]) -> None:
+    """Single worker: nothing to average."""
+
+
+def seeded(*parts: int) -> int:
+    """A 63-bit seed derived from integers (run seed, stage, step, purpose)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
+
+
+class Distiller:
+    """Stage `stage` of a run, starting from `state` with `addressed` slots learnable."""
+
+    def __init__(self, cfg: DistillConfig, schema: Schema, state: RunState, stage: int,
+                 addressed: np.ndarray, new: np.ndarray, allreduce: AllReduce = no_allreduce):
+        self.cfg, self.schema, self.stage = cfg, schema, stage
+        self.state = state
+        self.new = np.asarray(new, np.int64)
+        self.allreduce = allreduce
+        torch.manual_seed(seeded(cfg.seed, 0, 0, 1))  # stage 0: the same init on every worker
+        self.continual = build_model(cfg.continual.arch, schema)
+        if state.continual:
+            load_state(self.continual, state.continual)
+        self.memory = MemoryTensors(state.slots, addressed)
+        self.log_lr = torch.tensor(state.log_lr, requires_grad=True)
+        self.stats: dict[str, float] = {}
+
+    # -- the full-data trajectory ---------------------------------------------------------------
+    def continual_pass(self, batches: Iterable[SparseBatch], steps: int) -> None:
+        """Exactly `steps` data-parallel Adam steps of the continual model (one pass)."""
+        cfg = self.cfg.continual
+        opt = torch.optim.Adam(self.continual.parameters(), lr=cfg.lr)
+        self.continual.train()
+        rows, start, it = 0, time.perf_counter(), iter(batches)
+        for _ in range(steps):
+            batch = next(it)
+            opt.zero_grad()
+            loss_fn(self.continual(batch), batch).backward()
+            self.allreduce([p.grad for p in self.continual.parameters() if p.grad is not None])
+            opt.step()
+            rows += len(batch)
+        self.continual.eval()
+        self.stats.update(continual_rows=rows, continual_seconds=time.perf_counter() - start)
+
+    # -- teacher labels ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def relabel(self) -> None:
+        """New slots (or all, `memory.relabel=all`) take the continual model's soft label."""
+        idx = np.arange(len(self.state.slots)) if self.cfg.memory.relabel == "all" else self.new
+        if not len(idx):
+            return
+        batch = self.memory.batch(torch.from_numpy(idx))
+        clip = self.cfg.memory.label_logit_clip
+        logits = self.continual(batch).clamp(-clip, clip)
+        pos = {int(s): i for i, s in enumerate(self.memory.addressed.tolist())}
+        for row, slot in enumerate(idx):
+            if int(slot) in pos:  # a learnable slot: write its parameter
+                self.memory.params["label_logit"].data[pos[int(slot)]] = logits[row]
+            else:
+                self.memory.frozen["label_logit"][slot] = logits[row]
+
+    # -- outer steps -------------------------------------------------------------------------------
+    def inner_start(self, step: int) -> tuple[str, torch.nn.Module, int]:
+        """(architecture, model, pool index) of outer step `step`: sampled from the pool,
+        from a trajectory checkpoint with probability `trajectory_fraction` when the
+        architecture is the continual one, else a fresh seeded initialisation."""
+        b = self.cfg.bilevel
+        rng = np.random.default_rng(seeded(self.cfg.seed, self.stage, step, 2))
+        i = int(rng.integers(len(b.inner_archs)))
+        arch = b.inner_archs[i]
+        torch.manual_seed(seeded(self.cfg.seed, self.stage, step, 3))
+        model = build_model(arch, self.schema)
+        trajectory = self.state.trajectory
+        if (arch == self.cfg.continual.arch and trajectory
+                and rng.random() < b.trajectory_fraction):
+            load_state(model, trajectory[int(rng.integers(len(trajectory)))])
+        return arch, model, i
+
+    def outer_steps(self, real: Iterator[SparseBatch]) -> None:
+        """`bilevel.outer_steps` updates of the addressed slots (and the inner step sizes)."""
+        b = self.cfg.bilevel
+        params = list(self.memory.params.values()) + [self.log_lr]
+        if not len(self.memory.addressed) or b.outer_steps == 0:
+            self.stats.update(outer_steps=0, outer_loss=float("nan"))
+            return
+        opt = torch.optim.Adam(params, lr=b.outer_lr)
+        losses, start = [], time.perf_counter()
+        for step in range(b.outer_steps):
+            arch, model, i = self.inner_start(step)
+            batch = next(real)
+            opt.zero_grad()
+            mem = self.memory.batch()
+            theta = model_params(model)
+            if b.objective == "bilevel":
+                lr = torch.exp(self.log_lr[i])
+                loss = bilevel_loss(model, theta, lambda: mem, batch, b.inner_steps, lr)
+            else:
+                loss = gradient_matching_loss(model, theta, mem, batch)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+            self.allreduce(grads)
+            for p, g in zip(params, grads):
+                p.grad = g
+            opt.step()
+            losses.append(float(loss.detach()))
+        self.stats.update(outer_steps=b.outer_steps, outer_loss=float(np.mean(losses[-5:])),
+                          outer_seconds=time.perf_counter() - start)
+
+    # -- result ------------------------------------------------------------------------------------
+    def result(self, stage_rows: int) -> RunState:
+        slots = self.memory.updated_slots()
+        slots.updates[self.memory.addressed.numpy()] += 1
+        continual = state_of(self.continual)
+        keep = self.cfg.influence.checkpoints
+        return RunState(
+            slots=slots,
+            continual=continual,
+            trajectory=(self.state.trajectory + [continual])[-keep:],
+            log_lr=self.log_lr.detach().numpy().copy(),
+            rows_seen=self.state.rows_seen + stage_rows,
+        )

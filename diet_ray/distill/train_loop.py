@@ -1,0 +1,114 @@
+"""The Ray Train per-worker function: the stage loop, data-parallel.
+
+One `TorchTrainer` run covers all remaining stages (a Train run costs tens of seconds to
+start, so one per stage would dominate small stages). Per stage t, every worker:
+
+1. reads the committed state from the memory actor (after a restart: the last commit);
+2. rank 0 scores stage t on a Ray Data actor pool, writes/addresses the memory and hands
+   the working copy to the actor; the others wait at a barrier, then fetch it;
+3. runs the continual pass over its `get_dataset_shard("stage_t")` (gradients averaged);
+4. relabels with the continual model (identical on every worker);
+5. runs the outer steps on a reservoir sample of its shard's rows, kept during the pass
+   (memory gradients averaged, so every worker applies the same Adam step);
+6. rank 0 commits the stage to the actor (exactly once), everyone reports.
+
+Nothing here reads driver globals: everything arrives in `config`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from diet_ray.config import config_from_dict
+from diet_ray.data.schema import Schema
+from diet_ray.data.stream import iter_sparse_batches
+from diet_ray.distill.distiller import Distiller, seeded
+from diet_ray.distill.local import scoring_models
+from diet_ray.distill.reservoir import BatchReservoir
+from diet_ray.distill.state import RunState
+from diet_ray.distill.write import empty_state, plan_stage
+from diet_ray.influence.stage import score_stage
+
+log = logging.getLogger("diet_ray")
+
+
+def allreduce_mean(tensors: list[torch.Tensor]) -> None:
+    """Average tensors across the process group in place (one flat all-reduce)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray
+    import ray.train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = config_from_dict(config["cfg"])
+    schema = Schema.from_json(config["schema"])
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    actor = ray.get_actor(config["actor"], namespace=config["namespace"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    total = cfg.stages or len(schema.stages)
+    start = ray.get(actor.last_committed.remote()) + 1
+    began = time.perf_counter()
+    for t in range(start, total):
+        stage_start = time.perf_counter()
+        rows = schema.stage(t).rows
+        _version, arrays, _meta = ray.get(actor.get.remote())
+        state = RunState.from_arrays(arrays) if arrays else empty_state(cfg, schema)
+        score_stats: dict = {}
+        if rank == 0:
+            candidates, score_stats = score_stage(cfg.data, schema, cfg, t,
+                                                  scoring_models(cfg, schema, state))
+            plan = plan_stage(state, candidates, schema, cfg, t, rows)
+            meta = {"addressed": plan.addressed.tolist(), "new": plan.new.tolist(),
+                    "evicted": plan.evicted}
+            ray.get(actor.stage_working.remote(t, plan.state.to_arrays(), meta))
+        barrier()
+        _token, working, meta = ray.get(actor.get_working.remote(t))
+        d = Distiller(cfg, schema, RunState.from_arrays(working), t,
+                      np.asarray(meta["addressed"], np.int64), np.asarray(meta["new"], np.int64),
+                      allreduce_mean)
+        shard = ray.train.get_dataset_shard(f"stage_{t}")
+        bs = cfg.continual.batch_size
+        reservoir = BatchReservoir(4 * cfg.bilevel.outer_batch, seeded(cfg.seed, t, 10, rank))
+        batches = iter_sparse_batches(shard, schema, bs, local_shuffle_buffer_size=4 * bs,
+                                      local_shuffle_seed=seeded(cfg.seed, t, 8, rank) % 2**31)
+        d.continual_pass(reservoir.tap(batches), max(rows // (world * bs), 1))
+        d.relabel()
+        d.outer_steps(reservoir.sampler(cfg.bilevel.outer_batch, seeded(cfg.seed, t, 9, rank)))
+        result = d.result(rows)
+        metrics = {"stage": t, "memory_slots": len(result.slots),
+                   "addressed": len(meta["addressed"]), "new_slots": len(meta["new"]),
+                   **{k: float(v) for k, v in {**d.stats, **score_stats}.items()}}
+        if rank == 0:
+            metrics["version"] = ray.get(actor.commit.remote(t, result.to_arrays(), metrics))
+            done = t - start + 1
+            eta = (time.perf_counter() - began) / done * (total - t - 1)
+            log.info(
+                "stage %d/%d committed (v%d): %d slots (%d new, %d addressed), scored %.0f rows/s, "
+                "%d outer steps, outer loss %.4f, %.1fs, ETA %.0fs", t + 1, total,
+                metrics["version"], metrics["memory_slots"], metrics["new_slots"],
+                metrics["addressed"], metrics.get("scored_rows_per_s", 0.0),
+                metrics.get("outer_steps", 0), metrics.get("outer_loss", float("nan")),
+                time.perf_counter() - stage_start, eta)
+        barrier()
+        ray.train.report(metrics)

@@ -1,0 +1,61 @@
+"""Influence-aware memory addressing: which slots a stage updates, which rows become new
+slots, and which slots a full memory evicts.
+
+Each influential row of the stage attends to the slots by key similarity (softmax over
+slots of cosine / temperature) and spends its influence weight as attention mass; the slots
+holding the most mass are addressed (updated by the bi-level step), all others stay frozen,
+which is how old knowledge survives. New slots come from influential rows that no existing
+slot covers (cosine similarity to the nearest slot key below `cover`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def attention_mass(slot_keys: np.ndarray, row_keys: np.ndarray, row_weight: np.ndarray,
+                   temperature: float) -> np.ndarray:
+    """Attention mass per slot [N]: sum over rows of row_weight[m] * softmax_n(sim[m, n] / T).
+
+    slot_keys [N, H], row_keys [M, H] unit norm; row_weight [M] >= 0.
+    """
+    if len(slot_keys) == 0:
+        return np.zeros(0, np.float64)
+    logits = (row_keys @ slot_keys.T) / temperature  # [M, N]
+    logits -= logits.max(axis=1, keepdims=True)
+    att = np.exp(logits)
+    att /= att.sum(axis=1, keepdims=True)
+    return (row_weight[:, None] * att).sum(axis=0)
+
+
+def address(mass: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` slots with the most mass (ties: lower index), sorted."""
+    count = min(count, len(mass))
+    if count <= 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(-mass, kind="stable")[:count]
+    return np.sort(order)
+
+
+def coverage(slot_keys: np.ndarray, row_keys: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row to its nearest slot [M] (-1 when there are no slots)."""
+    if len(slot_keys) == 0:
+        return -np.ones(len(row_keys))
+    return (row_keys @ slot_keys.T).max(axis=1)
+
+
+def choose_new(priority_order: np.ndarray, covered: np.ndarray, count: int) -> np.ndarray:
+    """The first `count` rows of `priority_order` that are not `covered`; if too few are
+    uncovered, covered rows fill the rest in priority order."""
+    order = np.asarray(priority_order)
+    fresh = order[~covered[order]]
+    if len(fresh) >= count:
+        return fresh[:count]
+    return np.concatenate([fresh, order[covered[order]][: count - len(fresh)]])
+
+
+def evict(influence: np.ndarray, keep: int) -> np.ndarray:
+    """Indices of the `keep` most influential slots (the rest are evicted), sorted."""
+    if keep >= len(influence):
+        return np.arange(len(influence))
+    return np.sort(np.argsort(-influence, kind="stable")[:keep])
