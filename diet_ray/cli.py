@@ -126,16 +126,30 @@ def run_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speed_args(p: argparse.ArgumentParser) -> None:
+    from diet_ray.evaluate import speed
+
+    speed.add_args(p)
+
+
+def run_speed(args: argparse.Namespace) -> int:
+    from diet_ray.evaluate import speed
+
+    return speed.run(args)
+
+
 # name -> (help, add_args(parser), run(args) -> exit code)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "fetch": ("download an embedded dataset into the user cache, verified", _fetch_args, run_fetch),
     "prepare": ("raw logs -> stage-partitioned Parquet + schema.json", _prepare_args, run_prepare),
-    "run": ("the main job on MovieLens 100K: fetch, prepare, distil at 2%, compare with "
-            "random samples", _run_args, run_main),
+    "run": (("the main job on MovieLens 100K: fetch, prepare, distil at 2%%, compare with "
+             "random samples"), _run_args, run_main),
     "distill": ("distil a prepared stream into a memory, stage by stage, on Ray",
                 _distill_args, run_distill),
-    "zoo": ("full-data reference: every architecture, one continual pass, test on the last "
-            "stage", _zoo_args, run_zoo),
+    "bench-speed": ("training and scoring throughput: sparse vs dense embedding updates",
+                    _speed_args, run_speed),
+    "zoo": (("full-data reference: every architecture, one continual pass, test on the last "
+             "stage"), _zoo_args, run_zoo),
 }
 
 

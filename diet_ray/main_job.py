@@ -17,6 +17,7 @@ import numpy as np
 
 from diet_ray.config import load_config
 from diet_ray.data.batch import collate
+from diet_ray.data.errors import DataError
 from diet_ray.data.fetch import fetch_movielens_100k
 from diet_ray.data.prepare import PrepareOptions, prepare
 from diet_ray.data.schema import Schema
@@ -32,7 +33,7 @@ def ensure_prepared(workdir: Path) -> str:
     data = workdir / "movielens-100k"
     try:
         Schema.load(str(data))
-    except Exception:
+    except DataError:  # not prepared yet (or an interrupted preparation)
         source = build_source("movielens-100k", str(fetch_movielens_100k()))
         prepare(source, str(data), PrepareOptions(stage_by="rows:10000", overwrite=True,
                                                   dataset="movielens-100k"))

@@ -113,14 +113,14 @@ class Distiller:
         opt = torch.optim.Adam(params, lr=b.outer_lr)
         losses, start = [], time.perf_counter()
         for step in range(b.outer_steps):
-            arch, model, i = self.inner_start(step)
+            _arch, model, i = self.inner_start(step)
             batch = next(real)
             opt.zero_grad()
             mem = self.memory.batch()
             theta = model_params(model)
             if b.objective == "bilevel":
                 lr = torch.exp(self.log_lr[i])
-                loss = bilevel_loss(model, theta, lambda: mem, batch, b.inner_steps, lr)
+                loss = bilevel_loss(model, theta, lambda m=mem: m, batch, b.inner_steps, lr)
             else:
                 loss = gradient_matching_loss(model, theta, mem, batch)
             grads = torch.autograd.grad(loss, params, allow_unused=True)

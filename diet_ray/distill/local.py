@@ -62,7 +62,8 @@ def distill_local(data_uri: str, cfg: DistillConfig, on_stage: Callable | None =
         d.continual_pass(shuffled(rows, bs, seeded(cfg.seed, t, 8)), len(rows) // bs)
         d.relabel()
         ob = cfg.bilevel.outer_batch
-        d.outer_steps(cycle(lambda: shuffled(rows, ob, seeded(cfg.seed, t, 9))[: len(rows) // ob]))
+        d.outer_steps(cycle(lambda rows=rows, ob=ob, t=t:
+                            shuffled(rows, ob, seeded(cfg.seed, t, 9))[: max(len(rows) // ob, 1)]))
         state = d.result(table.num_rows)
         if on_stage:
             on_stage(t, state, d.stats)

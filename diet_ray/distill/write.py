@@ -35,7 +35,7 @@ class StagePlan:
 
 
 def new_slot_count(cfg: DistillConfig, stage_rows: int) -> int:
-    return int(round(cfg.memory.budget * stage_rows))
+    return round(cfg.memory.budget * stage_rows)
 
 
 def empty_state(cfg: DistillConfig, schema: Schema) -> RunState:
@@ -88,7 +88,7 @@ def plan_stage(state: RunState, candidates: pa.Table, schema: Schema, cfg: Disti
     # addressing: influence-weighted attention of all candidates over the old slots
     weight = np.maximum(score, 0) + 1e-6
     mass = attention_mass(old.key, keys, weight, mem.temperature)
-    addressed_old = address(mass, int(round(mem.address_fraction * len(old))))
+    addressed_old = address(mass, round(mem.address_fraction * len(old)))
     slots = Slots.concat([old, fresh])
     new = np.arange(len(old), len(slots))
     return StagePlan(

@@ -16,7 +16,7 @@ from diet_ray.distill.distiller import seeded
 
 
 def per_stage_count(budget: float, rows: int) -> int:
-    return int(round(budget * rows))
+    return round(budget * rows)
 
 
 def uniform_random(uri: str, schema: Schema, stages: range, budget: float, seed: int) -> pa.Table:

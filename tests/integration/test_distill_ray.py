@@ -81,7 +81,7 @@ def test_actor_killed_mid_run_job_finishes_with_the_same_versions(tiny_stream, t
 def _run(fn, cfg, errors):
     try:
         fn(cfg)
-    except BaseException as e:  # surfaced by the test thread
+    except BaseException as e:  # noqa: BLE001 - re-raised by the test thread
         errors.append(e)
 
 

@@ -4,7 +4,6 @@ the in-process stage loop grows the memory by the budget."""
 
 from __future__ import annotations
 
-import os
 import socket
 
 import numpy as np

@@ -20,10 +20,7 @@ from diet_ray.data.fs import join, open_fs
 from diet_ray.data.sources.base import FieldSpec, Source
 from diet_ray.data.sources.csv_reader import stream_csv
 
-GENRES_100K = (
-    "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy "
-    "Film-Noir Horror Musical Mystery Romance Sci-Fi Thriller War Western"
-).split()
+GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
 AGE_EDGES = (18, 25, 35, 45, 50, 56)  # the MovieLens-1M age groups
 SPEC = FieldSpec(
     categorical=("user", "item", "age", "gender", "occupation", "zip", "year"),
