@@ -138,6 +138,18 @@ def run_speed(args: argparse.Namespace) -> int:
     return speed.run(args)
 
 
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    from diet_ray.evaluate import tune_eval
+
+    tune_eval.add_args(p)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from diet_ray.evaluate import tune_eval
+
+    return tune_eval.run(args)
+
+
 # name -> (help, add_args(parser), run(args) -> exit code)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = {
     "fetch": ("download an embedded dataset into the user cache, verified", _fetch_args, run_fetch),
@@ -146,6 +158,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
              "random samples"), _run_args, run_main),
     "distill": ("distil a prepared stream into a memory, stage by stage, on Ray",
                 _distill_args, run_distill),
+    "evaluate": (("Ray Tune fan-out: architectures x seeds trained on a snapshot, tested on "
+                  "the next stage"), _evaluate_args, run_evaluate),
     "bench-speed": ("training and scoring throughput: sparse vs dense embedding updates",
                     _speed_args, run_speed),
     "zoo": (("full-data reference: every architecture, one continual pass, test on the last "
