@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from diet_ray.data.errors import DataError
+from diet_ray.data.fs import absolute_uri
 
 
 class ConfigError(DataError):
@@ -195,6 +196,9 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         _check(self.stages is None or self.stages >= 1, "stages", "must be >= 1")
+        # local paths become absolute: Train workers and scorers run in other directories
+        object.__setattr__(self, "data", absolute_uri(self.data))
+        object.__setattr__(self, "out", absolute_uri(self.out))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

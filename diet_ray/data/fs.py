@@ -33,6 +33,13 @@ def open_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, root.rstrip("/") or root
 
 
+def absolute_uri(uri: str) -> str:
+    """A local path made absolute (Ray workers run in other directories); URIs unchanged."""
+    if not uri or "://" in uri:
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
+
+
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 

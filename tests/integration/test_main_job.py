@@ -11,11 +11,21 @@ from diet_ray.cli import main
 pytestmark = pytest.mark.slow
 
 
-def test_diet_ray_run_end_to_end(tmp_path, capsys):
-    assert main(["run", "--workdir", str(tmp_path), "--seeds", "1"]) == 0
+@pytest.fixture
+def own_ray():
+    """`diet-ray run` starts its own local Ray; shut it down for the modules after this."""
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def test_diet_ray_run_end_to_end(tmp_path, capsys, monkeypatch, own_ray):
+    monkeypatch.chdir(tmp_path)  # as a user runs it: a relative work directory
+    assert main(["run", "--workdir", "runs", "--seeds", "1"]) == 0
     printed = capsys.readouterr().out
     assert "| diet (final snapshot) |" in printed and "label-stratified random" in printed
-    report = json.loads((tmp_path / "results.json").read_text())
+    report = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert report["snapshot_stage"] == 8 and report["test_stage"] == 9
     assert set(report["rows"].values()) == {1800}
     for method in report["auc"].values():

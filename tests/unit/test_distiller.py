@@ -90,6 +90,12 @@ def test_config_overrides_validation_and_hash():
     assert load_config(None, ["seed=1"]).hash() != load_config(None, []).hash()
 
 
+def test_local_paths_become_absolute_for_ray_workers(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, [], data="runs/data", out="s3://bucket/run")
+    assert cfg.data == str(tmp_path / "runs" / "data") and cfg.out == "s3://bucket/run"
+
+
 def test_local_stage_loop_grows_memory_by_budget(click_log, tmp_path):
     from diet_ray.data.prepare import PrepareOptions, prepare
     from diet_ray.data.sources import build_source
