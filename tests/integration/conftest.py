@@ -18,6 +18,8 @@ def ray_local() -> Iterator[None]:
     """A local Ray shared by the module: 4 logical CPUs on 2 cores, no dashboard."""
     import ray
 
+    if ray.is_initialized():  # a job under test may have started its own local Ray
+        ray.shutdown()
     ray.init(num_cpus=4, include_dashboard=False, object_store_memory=256 << 20,
              logging_level="ERROR", configure_logging=False)
     try:

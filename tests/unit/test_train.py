@@ -263,6 +263,8 @@ def tiny_schema() -> Schema:
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2,
              log_to_driver=False)
     yield ray
