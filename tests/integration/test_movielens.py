@@ -3,6 +3,8 @@ read a stage back through Ray Data into SparseBatches."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from diet_ray.cli import main
@@ -12,10 +14,22 @@ from diet_ray.data.stream import iter_sparse_batches, read_stages
 
 @pytest.fixture(scope="module")
 def movielens(tmp_path_factory) -> str:
+    """Fetch into an empty cache (the real download path), then prepare 10 stages."""
     out = tmp_path_factory.mktemp("ml") / "ml-100k"
-    assert main(["-q", "fetch", "movielens-100k"]) == 0
-    assert main(["-q", "prepare", "--source", "movielens-100k", "--output", str(out),
-                 "--stage-by", "rows:10000"]) == 0
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("DIET_RAY_CACHE")
+    os.environ["DIET_RAY_CACHE"] = str(cache)
+    try:
+        assert main(["-q", "fetch", "movielens-100k"]) == 0
+    finally:
+        if old is None:
+            os.environ.pop("DIET_RAY_CACHE")
+        else:
+            os.environ["DIET_RAY_CACHE"] = old
+    raw = cache / "movielens-100k"
+    assert sorted(p.name for p in raw.iterdir()) == ["u.data", "u.item", "u.user"]
+    assert main(["-q", "prepare", "--source", "movielens-100k", "--input", str(raw),
+                 "--output", str(out), "--stage-by", "rows:10000"]) == 0
     return str(out)
 
 
