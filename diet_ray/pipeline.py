@@ -1,6 +1,6 @@
 """The distillation job on Ray: the memory actor, the per-stage datasets, one TorchTrainer.
 
-    distill(cfg) -> committed snapshots under cfg.out/snapshots/stage=XXXX/
+    distill(cfg) -> one committed snapshot per stage: cfg.out/snapshots/stage=0000/, ...
 
 A rerun with the same `out` resumes after the last committed stage (the actor reloads it
 from storage); a different config for the same `out` is refused. The config is saved as

@@ -18,6 +18,7 @@ from diet_ray.data.stream import read_stage_table, sample_stage_rows
 from diet_ray.distill.distiller import Distiller, seeded
 from diet_ray.distill.state import RunState, load_state
 from diet_ray.distill.write import empty_state, plan_stage
+from diet_ray.evaluate.train import shuffled_batches
 from diet_ray.influence.stage import score_stage_local
 from diet_ray.models import build_model
 
@@ -36,8 +37,8 @@ def scoring_models(cfg: DistillConfig, schema: Schema, state: RunState) -> list[
 
 
 def shuffled(batch: SparseBatch, size: int, seed: int) -> list[SparseBatch]:
-    order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed))
-    return [batch.select(order[i:i + size]) for i in range(0, len(batch), size)]
+    """One seeded epoch of `batch` in batches of `size` rows."""
+    return list(shuffled_batches(batch, size, torch.Generator().manual_seed(seed)))
 
 
 def cycle(batches: Callable[[], list[SparseBatch]]) -> Iterator[SparseBatch]:
