@@ -6,7 +6,7 @@ Order of attempts:
    Python package index (`recbole/dataset_example/ml-100k/`), downloaded with
    `pip download --no-deps`, checked against the wheel's pinned SHA-256, read with
    `zipfile` (recbole is never installed) and written back in the 100K layout:
-   `u.data` (identical to the original), `u.user` (identical fields) and `u.item` (title,
+   `u.data` (the original tab layout), `u.user` (the same fields) and `u.item` (title,
    release date reduced to its year, the 19 genre flags).
 
 MovieLens may not be redistributed: diet-ray never ships the files, it fetches them.
@@ -32,7 +32,8 @@ OFFICIAL_MD5 = "0e33842e24a9c977be4e0107933c0723"
 RECBOLE_WHEEL = "recbole==1.2.1"
 RECBOLE_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 RECBOLE_DIR = "recbole/dataset_example/ml-100k/"
-# SHA-256 of u.data (100,000 ratings), the same bytes from either origin.
+# SHA-256 of u.data (100,000 ratings) as rebuilt from the wheel; the official archive's u.data
+# is expected to match (same layout), which could not be checked without access to it.
 U_DATA_SHA256 = "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"
 FILES = ("u.data", "u.user", "u.item")
 
