@@ -32,8 +32,8 @@ OFFICIAL_MD5 = "0e33842e24a9c977be4e0107933c0723"
 RECBOLE_WHEEL = "recbole==1.2.1"
 RECBOLE_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 RECBOLE_DIR = "recbole/dataset_example/ml-100k/"
-# SHA-256 of u.data (100,000 ratings) as rebuilt from the wheel; the official archive's u.data
-# is expected to match (same layout), which could not be checked without access to it.
+# SHA-256 of u.data (100,000 ratings) as rebuilt from the wheel. The official archive is
+# verified by its published MD5 instead.
 U_DATA_SHA256 = "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"
 FILES = ("u.data", "u.user", "u.item")
 
@@ -55,9 +55,11 @@ def sha256(data: bytes) -> str:
 
 
 def _complete(target: Path) -> bool:
-    if not all((target / f).is_file() for f in FILES):
+    """Files present and u.data unchanged since it was verified (`.verified` holds its hash)."""
+    marker = target / ".verified"
+    if not marker.is_file() or not all((target / f).is_file() for f in FILES):
         return False
-    return sha256((target / "u.data").read_bytes()) == U_DATA_SHA256
+    return sha256((target / "u.data").read_bytes()) == marker.read_text().strip()
 
 
 def _from_official(timeout: float) -> dict[str, bytes]:
@@ -97,6 +99,8 @@ def _from_recbole_wheel() -> dict[str, bytes]:
         flags = ["1" if g in present else "0" for g in GENRES_100K]
         date = f"01-Jan-{year}" if year else ""
         item_lines.append("|".join([iid, title, date, "", "", *flags]) + "\n")
+    if sha256(u_data.encode("latin-1")) != U_DATA_SHA256:
+        raise DataError(f"u.data rebuilt from {RECBOLE_WHEEL} does not match its pinned SHA-256")
     return {
         "u.data": u_data.encode("latin-1"),
         "u.user": u_user.encode("latin-1"),
@@ -116,12 +120,11 @@ def fetch_movielens_100k(force: bool = False, timeout: float = 10.0, log=print) 
     except OSError as e:
         log(f"official archive unreachable ({e.__class__.__name__}); using the recbole wheel copy")
         files, origin = _from_recbole_wheel(), f"the {RECBOLE_WHEEL} wheel"
-    if sha256(files["u.data"]) != U_DATA_SHA256:
-        raise DataError(f"u.data from {origin} does not match its pinned SHA-256; not using it")
     target.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():  # write each file whole, then rename: no torn files
         tmp = target / f".{name}.tmp"
         tmp.write_bytes(data)
         tmp.replace(target / name)
+    (target / ".verified").write_text(sha256(files["u.data"]))  # last: marks the copy complete
     log(f"MovieLens 100K from {origin} -> {target}")
     return target

@@ -27,7 +27,7 @@ def movielens(tmp_path_factory) -> str:
         else:
             os.environ["DIET_RAY_CACHE"] = old
     raw = cache / "movielens-100k"
-    assert sorted(p.name for p in raw.iterdir()) == ["u.data", "u.item", "u.user"]
+    assert sorted(p.name for p in raw.iterdir()) == [".verified", "u.data", "u.item", "u.user"]
     assert main(["-q", "prepare", "--source", "movielens-100k", "--input", str(raw),
                  "--output", str(out), "--stage-by", "rows:10000"]) == 0
     return str(out)
