@@ -34,6 +34,7 @@ import numpy as np
 
 from diet_ray.data.errors import DataError
 from diet_ray.data.fs import is_local, join, move_file, open_fs, storage_errors, write_bytes
+from diet_ray.data.schema import stage_dir
 
 log = logging.getLogger("diet_ray")
 
@@ -50,10 +51,6 @@ T = TypeVar("T")
 
 class SnapshotConflictError(DataError):
     """A committed stage was committed again with different content."""
-
-
-def stage_dir(stage: int) -> str:
-    return f"stage={stage:04d}"
 
 
 @dataclass(frozen=True)
