@@ -64,7 +64,8 @@ def train_candidate(method: str, arch: str, schema: Schema, data: SparseBatch, t
 
 
 def summarise(results: list[CandidateResult]) -> dict[str, dict[str, dict[str, float]]]:
-    """{method: {arch: {auc, auc_std, logloss, train_seconds, rows_trained}}}."""
+    """{method: {arch: {auc, auc_std, logloss, logloss_std, train_seconds, rows_trained}}},
+    means and stds over seeds, methods and archs in first-seen order."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for r in results:
         out.setdefault(r.method, {}).setdefault(r.arch, {})
@@ -75,6 +76,7 @@ def summarise(results: list[CandidateResult]) -> dict[str, dict[str, dict[str, f
                 "auc": float(np.mean([r.auc for r in rs])),
                 "auc_std": float(np.std([r.auc for r in rs])),
                 "logloss": float(np.mean([r.logloss for r in rs])),
+                "logloss_std": float(np.std([r.logloss for r in rs])),
                 "train_seconds": float(np.mean([r.train_seconds for r in rs])),
                 "rows_trained": float(np.mean([r.rows_trained for r in rs])),
             }

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from diet_ray.data.batch import SparseBatch, collate
 from diet_ray.data.schema import Schema
 from diet_ray.data.stream import read_stage_table
+from diet_ray.evaluate.candidates import CandidateResult, summarise
 from diet_ray.evaluate.train import TrainConfig, evaluate, shuffled_batches, train_continual
 from diet_ray.models import MODELS, build_model
 
@@ -35,24 +34,12 @@ def default_train_config(arch: str, seed: int, batch_size: int = 256) -> TrainCo
     return TrainConfig(lr=DEFAULT_LR.get(arch, DEEP_LR), batch_size=batch_size, seed=seed)
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """One architecture × seed: test metrics on the test stage and what training cost."""
-
-    arch: str
-    seed: int
-    auc: float
-    logloss: float
-    train_seconds: float
-    rows_trained: int
-
-
 def load_stages(uri: str, schema: Schema, stages: range) -> list[SparseBatch]:
     return [collate(read_stage_table(uri, t, schema), schema) for t in stages]
 
 
 def train_full(arch: str, schema: Schema, train: list[SparseBatch], test: SparseBatch,
-               seed: int, batch_size: int = 256) -> RunResult:
+               seed: int, batch_size: int = 256) -> CandidateResult:
     """One continual pass over `train` stages with seed `seed`, tested on `test`."""
     torch.manual_seed(seed)
     model = build_model(arch, schema)
@@ -62,32 +49,16 @@ def train_full(arch: str, schema: Schema, train: list[SparseBatch], test: Sparse
     result = train_continual(model, [list(shuffled_batches(b, batch_size, g)) for b in train], cfg)
     seconds = time.perf_counter() - start
     metrics = evaluate(model, [test])
-    return RunResult(arch, seed, metrics["auc"], metrics["logloss"], seconds, result.rows)
+    return CandidateResult("full", arch, seed, metrics["auc"], metrics["logloss"], seconds,
+                           result.rows)
 
 
-def summarise(results: list[RunResult]) -> list[dict]:
-    """Mean and std per architecture, in first-seen order."""
-    rows = []
-    for arch in dict.fromkeys(r.arch for r in results):
-        rs = [r for r in results if r.arch == arch]
-        rows.append({
-            "arch": arch,
-            "auc": float(np.mean([r.auc for r in rs])),
-            "auc_std": float(np.std([r.auc for r in rs])),
-            "logloss": float(np.mean([r.logloss for r in rs])),
-            "logloss_std": float(np.std([r.logloss for r in rs])),
-            "train_seconds": float(np.mean([r.train_seconds for r in rs])),
-            "rows_trained": rs[0].rows_trained,
-            "seeds": len(rs),
-        })
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
+def format_table(archs: dict[str, dict[str, float]]) -> str:
+    """Markdown table of `summarise(...)[method]`: {arch: metrics}."""
     lines = ["| arch | test AUC | test LogLoss | train seconds |", "|---|---|---|---|"]
-    for r in rows:
+    for arch, r in archs.items():
         lines.append(
-            f"| {r['arch']} | {r['auc']:.4f} ± {r['auc_std']:.4f} | "
+            f"| {arch} | {r['auc']:.4f} ± {r['auc_std']:.4f} | "
             f"{r['logloss']:.4f} ± {r['logloss_std']:.4f} | {r['train_seconds']:.1f} |"
         )
     return "\n".join(lines)
@@ -125,5 +96,5 @@ def run(args: argparse.Namespace) -> int:
               flush=True)
     print(f"\nContinual pass over stages 0..{t - 1}, test on stage {t} "
           f"({args.seeds} seeds, mean ± std):\n")
-    print(format_table(summarise(results)))
+    print(format_table(summarise(results)["full"]))
     return 0
