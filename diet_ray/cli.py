@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable
@@ -73,18 +74,6 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _zoo_args(p: argparse.ArgumentParser) -> None:
-    from diet_ray.evaluate import zoo
-
-    zoo.add_args(p)
-
-
-def run_zoo(args: argparse.Namespace) -> int:
-    from diet_ray.evaluate import zoo
-
-    return zoo.run(args)
-
-
 def _distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="prepared dataset URI")
     p.add_argument("--out", required=True, help="output URI: snapshots, config.json")
@@ -126,28 +115,16 @@ def run_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _speed_args(p: argparse.ArgumentParser) -> None:
-    from diet_ray.evaluate import speed
+def delegate(module: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[..., int]]:
+    """(add_args, run) of a module that defines both; imported only when used."""
 
-    speed.add_args(p)
+    def add_args(p: argparse.ArgumentParser) -> None:
+        importlib.import_module(module).add_args(p)
 
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(module).run(args)
 
-def run_speed(args: argparse.Namespace) -> int:
-    from diet_ray.evaluate import speed
-
-    return speed.run(args)
-
-
-def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    from diet_ray.evaluate import tune_eval
-
-    tune_eval.add_args(p)
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    from diet_ray.evaluate import tune_eval
-
-    return tune_eval.run(args)
+    return add_args, run
 
 
 # name -> (help, add_args(parser), run(args) -> exit code)
@@ -159,11 +136,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "distill": ("distil a prepared stream into a memory, stage by stage, on Ray",
                 _distill_args, run_distill),
     "evaluate": (("Ray Tune fan-out: architectures x seeds trained on a snapshot, tested on "
-                  "the next stage"), _evaluate_args, run_evaluate),
+                  "the next stage"), *delegate("diet_ray.evaluate.tune_eval")),
     "bench-speed": ("training and scoring throughput: sparse vs dense embedding updates",
-                    _speed_args, run_speed),
+                    *delegate("diet_ray.evaluate.speed")),
     "zoo": (("full-data reference: every architecture, one continual pass, test on the last "
-             "stage"), _zoo_args, run_zoo),
+             "stage"), *delegate("diet_ray.evaluate.zoo")),
 }
 
 
