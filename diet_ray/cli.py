@@ -32,11 +32,12 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--source", required=True, choices=sorted(SOURCES))
     p.add_argument("--input", help="raw file or folder (any fsspec URI); "
-                   "movielens-100k defaults to the fetched copy")
+                   "movielens-100k defaults to the fetched copy; synthetic takes none")
     p.add_argument("--output", required=True, help="output URI (local path, s3://..., ...)")
     p.add_argument("--stage-by", default="day",
                    help="hour | day | week | 6h | 2d | rows:N | stages:S (default: day)")
-    p.add_argument("--config", help="YAML column description (csv / parquet sources)")
+    p.add_argument("--config", help="YAML column description (csv / parquet sources) or "
+                   "source options (kuairand, taobao, tmall, criteo, synthetic)")
     p.add_argument("--min-count", type=int, default=1,
                    help="values seen fewer times map to the OOV id (default 1)")
     p.add_argument("--max-vocab", type=int, default=2_000_000,
@@ -54,9 +55,12 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     source_input = args.input
     if source_input is None:
-        if args.source != "movielens-100k":
+        if args.source == "synthetic":
+            source_input = ""  # generated: no input
+        elif args.source == "movielens-100k":
+            source_input = str(fetch_movielens_100k())
+        else:
             raise DataError(f"--source {args.source} needs --input PATH_OR_URI")
-        source_input = str(fetch_movielens_100k())
     for key in ("min_count", "max_vocab", "hash_buckets", "rows_per_shard"):
         if getattr(args, key) < 1:
             raise DataError(f"--{key.replace('_', '-')} must be at least 1")
@@ -139,6 +143,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                   "the next stage"), *delegate("diet_ray.evaluate.tune_eval")),
     "bench-speed": ("training and scoring throughput: sparse vs dense embedding updates",
                     *delegate("diet_ray.evaluate.speed")),
+    "bench-distill": (("the distillation job's speed: Ray Data scoring vs in-process forward, "
+                       "stage cost vs one continual pass, peak memory"),
+                      *delegate("diet_ray.evaluate.distill_speed")),
     "zoo": (("full-data reference: every architecture, one continual pass, test on the last "
              "stage"), *delegate("diet_ray.evaluate.zoo")),
 }

@@ -74,7 +74,12 @@ class InfluenceConfig:
     rank_by: priority inside a stratum: "influence" (TracIn score), "alignment" (cosine of
         the row's gradient with the probe's, blind to loss magnitude) or "random".
     num_scorers / scorer_cpus: the Ray Data actor pool that scores rows.
+    scheduling: "DEFAULT" (Ray packs the scorers where it likes) or "SPREAD" (one per node
+        where possible, to use every node's cores and read locally).
     batch_size: rows per scoring batch.
+    block_mb: target size of the Ray Data blocks scoring reads (MiB): one Parquet shard
+        is cut into blocks of about this size so that every scorer gets work and scoring
+        starts before the shard is read whole.
     """
 
     probe_rows: int = 2048
@@ -86,13 +91,18 @@ class InfluenceConfig:
     num_scorers: int = 2
     scorer_cpus: float = 0.5
     batch_size: int = 4096
+    block_mb: float = 4.0
+    scheduling: Literal["DEFAULT", "SPREAD"] = "DEFAULT"
 
     def __post_init__(self) -> None:
+        _check(self.scheduling in ("DEFAULT", "SPREAD"), "influence.scheduling",
+               "must be DEFAULT or SPREAD")
         for key in ("probe_rows", "checkpoints", "key_dim", "clusters", "num_scorers",
                     "batch_size"):
             _check(getattr(self, key) >= 1, f"influence.{key}", "must be >= 1")
         _check(self.candidate_factor >= 1, "influence.candidate_factor", "must be >= 1")
         _check(self.scorer_cpus > 0, "influence.scorer_cpus", "must be > 0")
+        _check(self.block_mb > 0, "influence.block_mb", "must be > 0")
         _check(self.rank_by in ("influence", "alignment", "random"), "influence.rank_by",
                "must be influence, alignment or random")
 
@@ -120,6 +130,9 @@ class BilevelConfig:
         (match real and synthetic loss gradients at trajectory checkpoints).
     inner_archs: pool the inner model's architecture is sampled from each outer step.
     inner_steps: U, unrolled full-batch SGD steps on the memory.
+    inner_batch: memory rows the inner model trains on per outer step: all addressed
+        slots plus a seeded sample of the others up to this size (None: the whole memory).
+        Caps an outer step's cost once the memory outgrows it.
     inner_lr: initial inner learning rate (learnable, per parameter tensor).
     trajectory_fraction: share of outer steps whose inner model starts from a continual
         checkpoint (when the sampled architecture is the continual one).
@@ -130,6 +143,7 @@ class BilevelConfig:
     objective: Literal["bilevel", "gradmatch"] = "bilevel"
     inner_archs: tuple[str, ...] = ("dnn", "fm", "deepfm", "dcn")
     inner_steps: int = 10
+    inner_batch: int | None = 4096
     inner_lr: float = 0.05
     trajectory_fraction: float = 0.5
     outer_steps: int = 20
@@ -147,19 +161,26 @@ class BilevelConfig:
                "must be bilevel or gradmatch")
         _check(self.inner_steps >= 1 and self.outer_steps >= 0, "bilevel",
                "inner_steps >= 1 and outer_steps >= 0")
+        _check(self.inner_batch is None or self.inner_batch >= 1, "bilevel.inner_batch",
+               "must be >= 1 (or null: the whole memory)")
         _check(0 <= self.trajectory_fraction <= 1, "bilevel.trajectory_fraction", "in [0, 1]")
 
 
 @dataclass(frozen=True)
 class TrainResources:
-    """Ray Train workers: N data-parallel workers (gloo on CPU, nccl on GPU)."""
+    """Ray Train workers: N data-parallel workers (gloo on CPU, nccl on GPU), placed by
+    `placement_strategy` (PACK: fewest nodes; SPREAD: one per node where possible); a failed
+    worker restarts the run from the last committed stage up to `max_failures` times."""
 
     num_workers: int = 2
     cpus_per_worker: float = 0.5
     use_gpu: bool = False
     max_failures: int = 2
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
 
     def __post_init__(self) -> None:
+        _check(self.placement_strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+               "train.placement_strategy", "must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
         _check(self.num_workers >= 1, "train.num_workers", "must be >= 1")
         _check(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
 

@@ -93,7 +93,8 @@ def distill(cfg: DistillConfig) -> dict:
                                "actor": actor_name(cfg.out), "namespace": NAMESPACE},
             scaling_config=ScalingConfig(
                 num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+                resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+                placement_strategy=cfg.train.placement_strategy),
             run_config=RunConfig(
                 name=actor_name(cfg.out),
                 storage_path=os.path.join(tempfile.gettempdir(), "diet-ray-train"),

@@ -103,6 +103,18 @@ class Distiller:
             load_state(model, trajectory[int(rng.integers(len(trajectory)))])
         return arch, model, i
 
+    def inner_rows(self, step: int) -> torch.Tensor | None:
+        """Memory rows of outer step `step`'s inner loop: every addressed slot, then a seeded
+        sample of the others up to `bilevel.inner_batch` (None: the whole memory fits)."""
+        cap, n = self.cfg.bilevel.inner_batch, len(self.state.slots)
+        if cap is None or n <= cap:
+            return None
+        addressed = self.memory.addressed.numpy()
+        others = np.setdiff1d(np.arange(n), addressed)
+        rng = np.random.default_rng(seeded(self.cfg.seed, self.stage, step, 11))
+        extra = rng.choice(others, max(cap - len(addressed), 0), replace=False)
+        return torch.from_numpy(np.sort(np.concatenate([addressed, extra])))
+
     def outer_steps(self, real: Iterator[SparseBatch]) -> None:
         """`bilevel.outer_steps` updates of the addressed slots (and the inner step sizes)."""
         b = self.cfg.bilevel
@@ -116,7 +128,7 @@ class Distiller:
             _arch, model, i = self.inner_start(step)
             batch = next(real)
             opt.zero_grad()
-            mem = self.memory.batch()
+            mem = self.memory.batch(self.inner_rows(step))
             theta = model_params(model)
             if b.objective == "bilevel":
                 lr = torch.exp(self.log_lr[i])

@@ -50,6 +50,15 @@ def allreduce_mean(tensors: list[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+def worker_nodes(node: str) -> list[str]:
+    """The distinct node ids of all workers (recorded in every commit's meta)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [node]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, node)
+    return sorted(set(gathered))
+
+
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
@@ -68,6 +77,7 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     total = cfg.stages or len(schema.stages)
+    nodes = worker_nodes(ray.get_runtime_context().get_node_id())
     start = ray.get(actor.last_committed.remote()) + 1
     began = time.perf_counter()
     for t in range(start, total):
@@ -97,11 +107,15 @@ def train_loop_per_worker(config: dict) -> None:
         d.relabel()
         d.outer_steps(reservoir.sampler(cfg.bilevel.outer_batch, seeded(cfg.seed, t, 9, rank)))
         result = d.result(rows)
+        scorer_nodes = score_stats.pop("scorer_nodes", [])
         metrics = {"stage": t, "memory_slots": len(result.slots),
                    "addressed": len(meta["addressed"]), "new_slots": len(meta["new"]),
-                   **{k: float(v) for k, v in {**d.stats, **score_stats}.items()}}
+                   **{k: float(v) for k, v in {**d.stats, **score_stats}.items()},
+                   "stage_seconds": time.perf_counter() - stage_start}  # up to the commit
         if rank == 0:
-            metrics["version"] = ray.get(actor.commit.remote(t, result.to_arrays(), metrics))
+            where = {"train_nodes": nodes, "scorer_nodes": scorer_nodes}
+            metrics["version"] = ray.get(actor.commit.remote(t, result.to_arrays(),
+                                                             {**metrics, **where}))
             done = t - start + 1
             eta = (time.perf_counter() - began) / done * (total - t - 1)
             log.info(
@@ -110,6 +124,6 @@ def train_loop_per_worker(config: dict) -> None:
                 metrics["version"], metrics["memory_slots"], metrics["new_slots"],
                 metrics["addressed"], metrics.get("scored_rows_per_s", 0.0),
                 metrics.get("outer_steps", 0), metrics.get("outer_loss", float("nan")),
-                time.perf_counter() - stage_start, eta)
+                metrics["stage_seconds"], eta)
         barrier()
         ray.train.report(metrics)

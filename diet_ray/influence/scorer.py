@@ -13,7 +13,7 @@ projection [H, key_dim], unit-normalised; its stratum is label × nearest key ce
 
 `InfluenceScorer` is the callable class that Ray Data runs on an actor pool
 (`map_batches`): Arrow batch of prepared rows in, the same rows plus `_score`,
-`_priority`, `_prob`, `_stratum` and `_key` out, keeping only each stratum's best rows
+`_priority`, `_prob`, `_stratum`, `_key` and `_node` (the scoring node's id) out, keeping only each stratum's best rows
 of the batch (the downstream merge keeps O(m) rows, never O(stage)).
 """
 
@@ -56,18 +56,20 @@ def logits_and_hidden(model: nn.Module, batch: SparseBatch) -> tuple[torch.Tenso
     return logits, captured[-1].reshape(len(batch), -1)
 
 
-def row_gradients(model: nn.Module, batch: SparseBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form last-layer loss gradients per row [B, H+1] and probabilities [B]."""
+def row_gradients(model: nn.Module, batch: SparseBatch
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Closed-form last-layer loss gradients per row [B, H+1], probabilities [B] and the
+    last layer's input h [B, H], from one forward pass."""
     logits, h = logits_and_hidden(model, batch)
     p = torch.sigmoid(logits)
     coef = (p - batch.labels) * batch.sample_weight
     g = torch.cat([h, torch.ones(len(batch), 1)], dim=1) * coef[:, None]
-    return g, p
+    return g, p, h
 
 
 def probe_gradient(model: nn.Module, probe: SparseBatch) -> torch.Tensor:
     """G = mean last-layer loss gradient over the probe rows [H+1] (weighted mean)."""
-    g, _ = row_gradients(model, probe)
+    g, _, _ = row_gradients(model, probe)
     return g.sum(0) / probe.sample_weight.sum()
 
 
@@ -75,13 +77,12 @@ def influence_scores(models: Sequence[nn.Module], probes: Sequence[torch.Tensor]
                      batch: SparseBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """TracIn over checkpoints: (score [B], alignment [B], prob [B], h [B, H]) where
     alignment is the cosine between the row's and the probe's gradient (newest checkpoint)
-    and prob / h are the newest checkpoint's."""
+    and prob / h are the newest checkpoint's. One forward pass per checkpoint."""
     score = torch.zeros(len(batch))
     for model, g_probe in zip(models, probes):
-        g, p = row_gradients(model, batch)
+        g, p, h = row_gradients(model, batch)
         score += g @ g_probe
     align = (g @ g_probe) / (g.norm(dim=1) * g_probe.norm()).clamp_min(1e-12)
-    _, h = logits_and_hidden(models[-1], batch)
     return score.numpy(), align.numpy(), p.numpy(), h.numpy()
 
 
@@ -133,10 +134,11 @@ class InfluenceScorer:
             model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
             model.eval()
             self.models.append(model)
-        self.probes = [torch.from_numpy(np.asarray(p, np.float32)) for p in probes]
+        self.probes = [torch.from_numpy(np.array(p, np.float32)) for p in probes]  # writable copy
         self.projection, self.centroids = projection, centroids
         self.quotas, self.rank_by = quotas, rank_by
         self.rng = np.random.default_rng(seed)
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
     def __call__(self, table: pa.Table) -> pa.Table:
         batch = collate(table, self.schema)
@@ -155,4 +157,5 @@ class InfluenceScorer:
             .append_column("_prob", pa.array(prob[keep].astype(np.float32)))
             .append_column("_stratum", pa.array(stratum[keep]))
             .append_column("_key", pa.FixedSizeListArray.from_arrays(flat, key_dim))
+            .append_column("_node", pa.array([self.node] * len(keep), pa.string()))
         )

@@ -81,7 +81,8 @@ def candidate_count(cfg: DistillConfig, stage_rows: int) -> int:
 
 def score_stage(data_uri: str, schema: Schema, cfg: DistillConfig, stage: int,
                 models: list[nn.Module]) -> tuple[pa.Table, dict]:
-    """Score stage `stage` on a Ray Data actor pool; return (candidates, stats)."""
+    """Score stage `stage` on a Ray Data actor pool; return (candidates, stats), the stats
+    with rows/s and the ids of the nodes the scorers ran on."""
     import ray
 
     start = time.perf_counter()
@@ -91,18 +92,28 @@ def score_stage(data_uri: str, schema: Schema, cfg: DistillConfig, stage: int,
     setup = setup_scoring(models, probe, schema, cfg, stage, candidate_count(cfg, rows))
     states_ref = ray.put(setup.states)  # broadcast the checkpoints once per stage
     inf = cfg.influence
-    scored = read_stages(data_uri, stage, schema).map_batches(
+    stream = read_stages(data_uri, stage, schema)
+    stream.context.target_max_block_size = int(inf.block_mb * 2**20)  # this dataset only
+    scored = stream.map_batches(
         InfluenceScorer,
         fn_constructor_kwargs=scorer_kwargs(setup, schema, cfg, stage, [states_ref]),
         batch_size=inf.batch_size, batch_format="pyarrow",
         concurrency=inf.num_scorers, num_cpus=inf.scorer_cpus,
+        **({"scheduling_strategy": "SPREAD"} if inf.scheduling == "SPREAD" else {}),
     )
-    selection = StratifiedTopM(setup.quotas)
+    selection, nodes = StratifiedTopM(setup.quotas), set()
     for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
-        selection.add(batch)
+        selection.add(without_node(batch, nodes))
     seconds = time.perf_counter() - start
     return selection.result(), {"scored_rows": rows, "scoring_seconds": seconds,
-                                "scored_rows_per_s": rows / max(seconds, 1e-9)}
+                                "scored_rows_per_s": rows / max(seconds, 1e-9),
+                                "scorer_nodes": sorted(nodes)}
+
+
+def without_node(batch: pa.Table, nodes: set[str]) -> pa.Table:
+    """Drop the scorer's `_node` column, adding its values to `nodes`."""
+    nodes.update(batch.column("_node").unique().to_pylist())
+    return batch.drop_columns(["_node"])
 
 
 def score_stage_local(table: pa.Table, schema: Schema, cfg: DistillConfig, stage: int,
@@ -114,5 +125,6 @@ def score_stage_local(table: pa.Table, schema: Schema, cfg: DistillConfig, stage
         scorer = InfluenceScorer(**scorer_kwargs(setup, schema, cfg, stage, setup.states))
         selection = StratifiedTopM(setup.quotas)
         for start in range(0, table.num_rows, cfg.influence.batch_size):
-            selection.add(scorer(table.slice(start, cfg.influence.batch_size)))
+            selection.add(without_node(scorer(table.slice(start, cfg.influence.batch_size)),
+                                       set()))
     return selection.result()

@@ -50,6 +50,28 @@ def test_frozen_slots_are_bit_identical_after_a_stage():
     assert after.updates.tolist() == [0, 1, 0, 1, 0, 1, 0, 0, 0, 0]
 
 
+def test_inner_rows_keep_every_addressed_slot_and_cap_the_rest():
+    d = Distiller(tiny_config(**{"bilevel.inner_batch": 6}), tiny_schema(),
+                  stage_state(tiny_config()), 0, np.array([1, 3, 5]), np.array([5]))
+    rows = [d.inner_rows(step).tolist() for step in range(4)]
+    for r in rows:
+        assert len(r) == 6 and len(set(r)) == 6 and {1, 3, 5} <= set(r) and max(r) < 10
+    assert rows[0] == d.inner_rows(0).tolist()  # seeded: every worker takes the same rows
+    assert len({tuple(r) for r in rows}) > 1  # and a fresh sample per outer step
+    whole = Distiller(tiny_config(**{"bilevel.inner_batch": 10}), tiny_schema(),
+                      stage_state(tiny_config()), 0, np.array([1]), np.array([]))
+    assert whole.inner_rows(0) is None  # the memory fits: all of it, no indexing
+
+
+def test_inner_batch_still_updates_the_addressed_slots_only():
+    cfg = tiny_config(**{"bilevel.inner_batch": 5})
+    before = stage_state(cfg).slots
+    after = outer_update(cfg, [real_batch(16, seed=s) for s in range(3)]).slots
+    frozen = [0, 2, 4, 6, 7, 8, 9]
+    assert np.array_equal(after.id_logits[frozen], before.id_logits[frozen])
+    assert not np.array_equal(after.id_logits[[1, 3, 5]], before.id_logits[[1, 3, 5]])
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)

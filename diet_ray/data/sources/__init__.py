@@ -1,9 +1,10 @@
 """Raw-format sources, one file each; `SOURCES` maps a `--source` name to its builder.
 
 A builder takes `(input_uri, config_path)` and returns a `Source`; only the generic
-`csv` / `parquet` sources need a config file. For kuairand, taobao, tmall and criteo an
-optional YAML config holds keyword options of the source's constructor (see each module's
-docstring), e.g. `positive: [buy]` for taobao.
+`csv` / `parquet` sources need a config file. For kuairand, taobao, tmall, criteo and
+synthetic an optional YAML config holds keyword options of the source's constructor (see
+each module's docstring), e.g. `positive: [buy]` for taobao. The synthetic source
+generates its log and ignores `input_uri`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from diet_ray.data.sources.criteo import Criteo
 from diet_ray.data.sources.generic import Generic, GenericConfig
 from diet_ray.data.sources.kuairand import KuaiRand
 from diet_ray.data.sources.movielens import MovieLens
+from diet_ray.data.sources.synthetic import Synthetic
 from diet_ray.data.sources.taobao import Taobao
 from diet_ray.data.sources.tmall import Tmall
 
@@ -69,6 +71,8 @@ SOURCES: dict[str, Callable[[str, str | None], Source]] = {
     "tmall": _with_options(Tmall, {"positive", "year"}),
     "criteo": _with_options(Criteo, {"log_dense"}),
     "avazu": lambda uri, _cfg: Avazu(uri),
+    "synthetic": _with_options(Synthetic, {"rows", "fields", "vocab", "zipf", "drift", "days",
+                                           "positive_rate", "seed", "chunk_rows"}),
 }
 
 

@@ -1,0 +1,180 @@
+"""The distillation job's speed targets, measured (`diet-ray bench-distill`).
+
+Three figures, each on a prepared dataset of the user's choice:
+
+1. **Scoring overhead.** Stage `--scoring-stage` is scored by the real job code
+   (`score_stage`: probe sample, setup, Ray Data `read_parquet` -> `map_batches` on the
+   scorer actor pool -> the O(m) merge), and, as the reference, read in-process from the same
+   Parquet files and pushed through the same model(s) in plain `inference_mode` forward
+   passes (read + collate + forward, one process using every core). Both run with C = 1 and
+   with the configured C checkpoints (the scorer runs one forward per checkpoint, so the
+   reference does as many). Pairs are interleaved `--repeats` times; medians are reported.
+2. **Cost of a stage.** `diet-ray distill` runs in a subprocess (its own local Ray) for each
+   `--stages N`; every committed manifest carries the stage's `stage_seconds` (scoring,
+   writing, continual pass, relabelling, outer steps, up to the commit) and
+   `continual_seconds` (the one continual training pass over the stage inside it). The
+   ratio stage / continual pass is reported per stage (median and max).
+3. **Peak memory.** The same subprocess tree (driver, GCS, raylet, every Ray worker) is
+   sampled for PSS (`PeakMemory`) while it runs; the peak is reported per `--stages N`.
+
+Output: a table on stdout and `OUT/bench-distill.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diet_ray.config import DistillConfig, load_config
+from diet_ray.data.schema import Schema
+from diet_ray.data.stream import read_stage_table, table_batches
+from diet_ray.distill.distiller import seeded
+from diet_ray.evaluate.peak_memory import PeakMemory
+from diet_ray.memory.store import SnapshotStore
+from diet_ray.models import build_model
+
+log = logging.getLogger("diet_ray")
+
+
+def scoring_models(cfg: DistillConfig, schema: Schema, checkpoints: int) -> list[torch.nn.Module]:
+    """`checkpoints` copies of the continual architecture (weights do not change the cost)."""
+    torch.manual_seed(seeded(cfg.seed, 0, 0, 1))
+    model = build_model(cfg.continual.arch, schema).eval()
+    return [model] * checkpoints
+
+
+def forward_rows_per_s(uri: str, schema: Schema, stage: int, models: list[torch.nn.Module],
+                       batch_size: int) -> float:
+    """Rows/s of reading the stage's Parquet in-process and one forward per model."""
+    start = time.perf_counter()
+    table = read_stage_table(uri, stage, schema)
+    with torch.inference_mode():
+        for batch in table_batches(table, schema, batch_size):
+            for model in models:
+                model(batch)
+    return table.num_rows / (time.perf_counter() - start)
+
+
+def ray_scoring(uri: str, schema: Schema, cfg: DistillConfig, stage: int,
+                models: list[torch.nn.Module]) -> float:
+    """Rows/s of the job's own scoring of the stage (`score_stage`, setup included)."""
+    from diet_ray.influence.stage import score_stage
+
+    _candidates, stats = score_stage(uri, schema, cfg, stage, models)
+    return stats["scored_rows_per_s"]
+
+
+def scoring_benchmark(cfg: DistillConfig, schema: Schema, stage: int, repeats: int) -> dict:
+    from diet_ray.pipeline import init_ray
+
+    init_ray()
+    out: dict[str, Any] = {"stage": stage, "rows": schema.stage(stage).rows,
+                           "num_scorers": cfg.influence.num_scorers,
+                           "scorer_cpus": cfg.influence.scorer_cpus,
+                           "batch_size": cfg.influence.batch_size}
+    for c in sorted({1, cfg.influence.checkpoints}):
+        models = scoring_models(cfg, schema, c)
+        inproc, ray_rates = [], []
+        # warm-up of both paths: imports, first actors, allocator, file cache
+        forward_rows_per_s(cfg.data, schema, stage, models, cfg.influence.batch_size)
+        ray_scoring(cfg.data, schema, cfg, stage, models)
+        for _ in range(repeats):
+            inproc.append(forward_rows_per_s(cfg.data, schema, stage, models,
+                                             cfg.influence.batch_size))
+            ray_rates.append(ray_scoring(cfg.data, schema, cfg, stage, models))
+        fwd, ray_med = statistics.median(inproc), statistics.median(ray_rates)
+        out[f"checkpoints={c}"] = {"in_process_forward_rows_per_s": fwd,
+                                   "ray_data_scoring_rows_per_s": ray_med,
+                                   "ratio": ray_med / fwd, "in_process_all": inproc,
+                                   "ray_data_all": ray_rates}
+        log.info("scoring, C=%d: in-process forward %.0f rows/s, Ray Data scoring %.0f rows/s "
+                 "(%.0f%%)", c, fwd, ray_med, 100 * ray_med / fwd)
+    return out
+
+
+def distill_run(args: argparse.Namespace, stages: int) -> dict:
+    """`diet-ray distill` for stages 0..stages-1 in a subprocess; per-stage costs, peak memory."""
+    out = str(Path(args.out).absolute() / f"distill-{stages}")
+    cmd = [sys.executable, "-m", "diet_ray.cli", "distill", "--data", args.data, "--out", out,
+           "--stages", str(stages), *(["--config", args.config] if args.config else []),
+           *args.overrides]
+    log.info("running %s", " ".join(cmd))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
+    start = time.perf_counter()
+    with PeakMemory() as memory:
+        proc = subprocess.Popen(cmd, env=env)
+        code = proc.wait()
+    wall = time.perf_counter() - start
+    if code != 0:
+        raise RuntimeError(f"distill with --stages {stages} failed (exit code {code})")
+    store = SnapshotStore(out)
+    per_stage = []
+    for t in store.stages():
+        meta = store.manifest(t).meta
+        per_stage.append({k: meta.get(k) for k in (
+            "stage", "stage_seconds", "continual_seconds", "scoring_seconds", "outer_seconds",
+            "memory_slots", "scored_rows_per_s")})
+    ratios = [s["stage_seconds"] / s["continual_seconds"] for s in per_stage]
+    return {"stages": stages, "wall_seconds": wall, "peak_bytes": memory.peak_bytes,
+            "ratio_median": statistics.median(ratios), "ratio_max": max(ratios),
+            "ratio_after_first": statistics.median(ratios[1:]) if len(ratios) > 1 else None,
+            "per_stage": per_stage,
+            "memory_samples": memory.samples[:: max(1, len(memory.samples) // 200)]}
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="prepared dataset URI")
+    p.add_argument("--out", required=True, help="folder for the runs and bench-distill.json")
+    p.add_argument("--stages", default="10", help="comma-separated stage counts to distil, "
+                   "e.g. 10,40 (peak memory per count); empty: scoring only")
+    p.add_argument("--scoring-stage", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--skip-scoring", action="store_true")
+    p.add_argument("--config", help="YAML config (see jobs/configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted distillation overrides")
+
+
+def report(result: dict) -> str:
+    lines = [f"bench-distill on {result['data']} ({result['cpu_count']} CPUs)"]
+    scoring = result.get("scoring")
+    if scoring:
+        lines.append(f"scoring stage {scoring['stage']} ({scoring['rows']:,} rows):")
+        for key, s in scoring.items():
+            if key.startswith("checkpoints="):
+                lines.append(f"  {key}: in-process forward {s['in_process_forward_rows_per_s']:,.0f}"
+                             f" rows/s, Ray Data scoring {s['ray_data_scoring_rows_per_s']:,.0f} "
+                             f"rows/s = {100 * s['ratio']:.0f}%")
+    for run in result["distill"]:
+        lines.append(f"distill {run['stages']} stages: {run['wall_seconds']:.0f}s wall, peak "
+                     f"memory {run['peak_bytes'] / 2**30:.2f} GiB, stage / continual pass: median "
+                     f"{run['ratio_median']:.2f}x, max {run['ratio_max']:.2f}x")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, list(args.overrides), data=args.data, out=args.out)
+    schema = Schema.load(cfg.data)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"data": cfg.data, "cpu_count": os.cpu_count(),
+                              "config": cfg.to_dict(), "distill": []}
+    if not args.skip_scoring:
+        import ray
+
+        result["scoring"] = scoring_benchmark(cfg, schema, args.scoring_stage, args.repeats)
+        ray.shutdown()
+    for n in (int(s) for s in args.stages.split(",") if s.strip()):
+        result["distill"].append(distill_run(args, n))
+        (Path(args.out) / "bench-distill.json").write_text(json.dumps(result, indent=2))
+    (Path(args.out) / "bench-distill.json").write_text(json.dumps(result, indent=2))
+    print(report(result))
+    return 0
