@@ -17,6 +17,17 @@ from fsspec.core import url_to_fs
 
 from diet_ray.data.errors import DataError
 
+try:  # s3fs raises botocore's network errors as they are (not OSError subclasses)
+    from botocore.exceptions import ConnectionError as _BotoConnectionError
+    from botocore.exceptions import HTTPClientError as _BotoHTTPClientError
+
+    _BOTO_NETWORK: tuple[type[Exception], ...] = (_BotoConnectionError, _BotoHTTPClientError)
+except ImportError:  # pragma: no cover - botocore comes with s3fs
+    _BOTO_NETWORK = ()
+
+# Failures worth retrying: the endpoint or the network, not the request.
+NETWORK_ERRORS: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, *_BOTO_NETWORK)
+
 
 def open_fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """Return `(filesystem, root path without protocol)` for `uri`, trailing slash removed."""
@@ -85,5 +96,5 @@ def storage_errors(uri: str) -> Iterator[None]:
             f"{uri}: access denied ({e}). Check the credentials (AWS_ACCESS_KEY_ID / "
             "AWS_PROFILE / instance role) and the bucket policy."
         ) from e
-    except (ConnectionError, TimeoutError) as e:
+    except NETWORK_ERRORS as e:
         raise DataError(f"{uri}: storage unreachable ({e}). Check the endpoint and network.") from e

@@ -33,7 +33,15 @@ from typing import Any, TypeVar
 import numpy as np
 
 from diet_ray.data.errors import DataError
-from diet_ray.data.fs import is_local, join, move_file, open_fs, storage_errors, write_bytes
+from diet_ray.data.fs import (
+    NETWORK_ERRORS,
+    is_local,
+    join,
+    move_file,
+    open_fs,
+    storage_errors,
+    write_bytes,
+)
 from diet_ray.data.schema import stage_dir
 
 log = logging.getLogger("diet_ray")
@@ -263,7 +271,7 @@ class SnapshotStore:
                     return action()
                 except _PERMANENT:
                     raise
-                except (ConnectionError, TimeoutError, OSError) as e:
+                except (*NETWORK_ERRORS, OSError) as e:
                     if attempt == self.tries:
                         raise DataError(
                             f"{self.uri}: storage failed after {self.tries} tries while "

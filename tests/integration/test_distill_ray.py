@@ -12,54 +12,77 @@ import sys
 import threading
 import time
 
+from pathlib import Path
+
+import numpy as np
+import psutil
 import pytest
 
-from diet_ray.config import load_config
-from diet_ray.data.prepare import PrepareOptions, prepare
-from diet_ray.data.sources import build_source
 from diet_ray.memory.store import SnapshotStore
 from diet_ray.pipeline import NAMESPACE, actor_name, distill
-from tests.conftest import GENERIC_YAML, write_click_log
+from tests.integration.tiny_run import (
+    OVERRIDES,
+    config,
+    manifests,
+    prepare_tiny_stream,
+    run_into,
+)
 
 pytestmark = pytest.mark.slow
-
-OVERRIDES = [
-    "memory.budget=0.2", "bilevel.inner_archs=[dnn, fm]", "bilevel.inner_steps=2",
-    "bilevel.outer_steps=2", "bilevel.outer_batch=32", "continual.batch_size=16",
-    "influence.probe_rows=64", "influence.clusters=2", "influence.num_scorers=1",
-    "influence.batch_size=64", "train.num_workers=2", "threads=1",
-]
 
 
 @pytest.fixture(scope="module")
 def tiny_stream(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("stream")
-    (root / "log.yaml").write_text(GENERIC_YAML)
-    source = build_source("csv", str(write_click_log(root / "log.csv")), str(root / "log.yaml"))
-    prepare(source, str(root / "prepared"), PrepareOptions(stage_by="rows:100"))
-    return str(root / "prepared")
+    return prepare_tiny_stream(tmp_path_factory.mktemp("stream"))
 
 
-def config(data: str, out: str):
-    return load_config(None, OVERRIDES, data=data, out=out)
+@pytest.fixture(scope="module")
+def reference(tiny_stream, tmp_path_factory, ray_local) -> tuple[str, dict]:
+    """An undisturbed run: (output path, final manifest)."""
+    out = str(tmp_path_factory.mktemp("reference") / "run")
+    return out, distill(config(tiny_stream, out))
 
 
-def manifests(out: str) -> dict[int, tuple[int, str, int]]:
-    store = SnapshotStore(out)
-    return {s: (m.version, m.created, m.rows) for s in store.stages()
-            for m in [store.manifest(s)]}
+def final_arrays(out: str) -> dict[str, np.ndarray]:
+    return SnapshotStore(out).load()[0]
 
 
-def test_distill_commits_every_stage_once_and_resumes_as_a_no_op(tiny_stream, tmp_path, ray_local):
-    out = str(tmp_path / "run")
-    final = distill(config(tiny_stream, out))
+def test_distill_commits_every_stage_once_and_resumes_as_a_no_op(tiny_stream, reference):
+    out, final = reference
     assert final["stage"] == 3 and final["version"] == 4
     first = manifests(out)
     assert [v for v, _, _ in first.values()] == [1, 2, 3, 4]
     assert [final["meta"]["memory_slots"]] == [80]  # 20% of 400 rows
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["hash"]
+    assert json.loads((Path(out) / "config.json").read_text())["hash"]
     distill(config(tiny_stream, out))  # rerun: everything committed, nothing rewritten
     assert manifests(out) == first
+
+
+def train_worker_pids() -> list[int]:
+    """PIDs of the Ray Train worker processes (Ray titles them ray::RayTrainWorker...)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if cmd.startswith("ray::RayTrainWorker"):
+            found.append(proc.info["pid"])
+    return found
+
+
+def test_train_worker_killed_mid_run_restarts_and_commits_each_stage_once(
+        tiny_stream, reference, tmp_path, ray_local):
+    out = str(tmp_path / "run")
+    errors: list[BaseException] = []
+    job = threading.Thread(target=lambda: run_into(distill, config(tiny_stream, out), errors))
+    job.start()
+    deadline = time.time() + 300
+    while not SnapshotStore(out).stages() and time.time() < deadline:
+        time.sleep(0.2)
+    victims = train_worker_pids()
+    assert victims, "no Ray Train worker process found to kill"
+    os.kill(victims[-1], signal.SIGKILL)
+    job.join(timeout=600)
+    assert not errors, errors
+    assert [v for v, _, _ in manifests(out).values()] == [1, 2, 3, 4]
 
 
 def test_actor_killed_mid_run_job_finishes_with_the_same_versions(tiny_stream, tmp_path, ray_local):
@@ -67,7 +90,7 @@ def test_actor_killed_mid_run_job_finishes_with_the_same_versions(tiny_stream, t
 
     out = str(tmp_path / "run")
     errors: list[BaseException] = []
-    job = threading.Thread(target=lambda: _run(distill, config(tiny_stream, out), errors))
+    job = threading.Thread(target=lambda: run_into(distill, config(tiny_stream, out), errors))
     job.start()
     deadline = time.time() + 300
     while not SnapshotStore(out).stages() and time.time() < deadline:
@@ -78,14 +101,8 @@ def test_actor_killed_mid_run_job_finishes_with_the_same_versions(tiny_stream, t
     assert [v for v, _, _ in manifests(out).values()] == [1, 2, 3, 4]
 
 
-def _run(fn, cfg, errors):
-    try:
-        fn(cfg)
-    except BaseException as e:  # noqa: BLE001 - re-raised by the test thread
-        errors.append(e)
-
-
-def test_driver_killed_after_a_stage_resumes_at_the_next(tiny_stream, tmp_path, ray_local):
+def test_driver_killed_after_a_stage_resumes_at_the_next(tiny_stream, reference, tmp_path,
+                                                         ray_local):
     out = str(tmp_path / "run")
     code = ("import sys; from diet_ray.cli import main; "
             f"sys.exit(main(['distill', '--data', {tiny_stream!r}, '--out', {out!r}, "
@@ -105,3 +122,6 @@ def test_driver_killed_after_a_stage_resumes_at_the_next(tiny_stream, tmp_path, 
     assert [v for v, _, _ in after.values()] == [1, 2, 3, 4]
     for stage, entry in before.items():  # committed stages were not redone
         assert after[stage] == entry
+    expected = final_arrays(reference[0])  # and the memory is the undisturbed run's
+    for name, value in final_arrays(out).items():
+        np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
