@@ -148,6 +148,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                       *delegate("diet_ray.evaluate.distill_speed")),
     "zoo": (("full-data reference: every architecture, one continual pass, test on the last "
              "stage"), *delegate("diet_ray.evaluate.zoo")),
+    "benchmark": (("DIET vs baselines at one budget: fidelity, rank consistency, cost; "
+                   "results.json, report.md, plots"), *delegate("diet_ray.evaluate.benchmark")),
 }
 
 

@@ -20,10 +20,12 @@ from diet_ray.data.errors import DataError
 try:  # s3fs raises botocore's network errors as they are (not OSError subclasses)
     from botocore.exceptions import ConnectionError as _BotoConnectionError
     from botocore.exceptions import HTTPClientError as _BotoHTTPClientError
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 
     _BOTO_NETWORK: tuple[type[Exception], ...] = (_BotoConnectionError, _BotoHTTPClientError)
+    _BOTO_CREDENTIALS: tuple[type[Exception], ...] = (NoCredentialsError, PartialCredentialsError)
 except ImportError:  # pragma: no cover - botocore comes with s3fs
-    _BOTO_NETWORK = ()
+    _BOTO_NETWORK = _BOTO_CREDENTIALS = ()
 
 # Failures worth retrying: the endpoint or the network, not the request.
 NETWORK_ERRORS: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, *_BOTO_NETWORK)
@@ -91,7 +93,7 @@ def storage_errors(uri: str) -> Iterator[None]:
         raise DataError(
             f"{uri}: not found ({e}). Check the path; for s3:// check that the bucket exists."
         ) from e
-    except PermissionError as e:
+    except (PermissionError, *_BOTO_CREDENTIALS) as e:
         raise DataError(
             f"{uri}: access denied ({e}). Check the credentials (AWS_ACCESS_KEY_ID / "
             "AWS_PROFILE / instance role) and the bucket policy."

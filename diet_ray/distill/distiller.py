@@ -17,7 +17,12 @@ import torch
 from diet_ray.config import DistillConfig
 from diet_ray.data.batch import SparseBatch
 from diet_ray.data.schema import Schema
-from diet_ray.distill.bilevel import bilevel_loss, gradient_matching_loss, model_params
+from diet_ray.distill.bilevel import (
+    bilevel_loss,
+    gradient_matching_loss,
+    model_params,
+    touched_rows,
+)
 from diet_ray.distill.state import RunState, load_state, state_of
 from diet_ray.evaluate.train import loss_fn
 from diet_ray.memory.slots import MemoryTensors
@@ -128,13 +133,14 @@ class Distiller:
             _arch, model, i = self.inner_start(step)
             batch = next(real)
             opt.zero_grad()
-            mem = self.memory.batch(self.inner_rows(step))
-            theta = model_params(model)
+            theta, buffers, (mem, batch) = touched_rows(
+                model, model_params(model), [self.memory.batch(self.inner_rows(step)), batch])
             if b.objective == "bilevel":
                 lr = torch.exp(self.log_lr[i])
-                loss = bilevel_loss(model, theta, lambda m=mem: m, batch, b.inner_steps, lr)
+                loss = bilevel_loss(model, theta, lambda m=mem: m, batch, b.inner_steps, lr,
+                                    buffers)
             else:
-                loss = gradient_matching_loss(model, theta, mem, batch)
+                loss = gradient_matching_loss(model, theta, mem, batch, buffers)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
             self.allreduce(grads)

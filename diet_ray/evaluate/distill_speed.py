@@ -66,12 +66,13 @@ def forward_rows_per_s(uri: str, schema: Schema, stage: int, models: list[torch.
 
 
 def ray_scoring(uri: str, schema: Schema, cfg: DistillConfig, stage: int,
-                models: list[torch.nn.Module]) -> float:
-    """Rows/s of the job's own scoring of the stage (`score_stage`, setup included)."""
+                models: list[torch.nn.Module]) -> tuple[float, float]:
+    """(rows/s of the job's own scoring of the stage, `score_stage` with its setup and
+    pipeline start; seconds until its first scored block arrived)."""
     from diet_ray.influence.stage import score_stage
 
     _candidates, stats = score_stage(uri, schema, cfg, stage, models)
-    return stats["scored_rows_per_s"]
+    return stats["scored_rows_per_s"], stats["scoring_first_output_s"]
 
 
 def scoring_benchmark(cfg: DistillConfig, schema: Schema, stage: int, repeats: int) -> dict:
@@ -84,19 +85,22 @@ def scoring_benchmark(cfg: DistillConfig, schema: Schema, stage: int, repeats: i
                            "batch_size": cfg.influence.batch_size}
     for c in sorted({1, cfg.influence.checkpoints}):
         models = scoring_models(cfg, schema, c)
-        inproc, ray_rates = [], []
+        inproc, ray_rates, first_outputs = [], [], []
         # warm-up of both paths: imports, first actors, allocator, file cache
         forward_rows_per_s(cfg.data, schema, stage, models, cfg.influence.batch_size)
         ray_scoring(cfg.data, schema, cfg, stage, models)
         for _ in range(repeats):
             inproc.append(forward_rows_per_s(cfg.data, schema, stage, models,
                                              cfg.influence.batch_size))
-            ray_rates.append(ray_scoring(cfg.data, schema, cfg, stage, models))
+            rate, first = ray_scoring(cfg.data, schema, cfg, stage, models)
+            ray_rates.append(rate)
+            first_outputs.append(first)
         fwd, ray_med = statistics.median(inproc), statistics.median(ray_rates)
         out[f"checkpoints={c}"] = {"in_process_forward_rows_per_s": fwd,
                                    "ray_data_scoring_rows_per_s": ray_med,
                                    "ratio": ray_med / fwd, "in_process_all": inproc,
-                                   "ray_data_all": ray_rates}
+                                   "ray_data_all": ray_rates,
+                                   "ray_data_first_output_s": statistics.median(first_outputs)}
         log.info("scoring, C=%d: in-process forward %.0f rows/s, Ray Data scoring %.0f rows/s "
                  "(%.0f%%)", c, fwd, ray_med, 100 * ray_med / fwd)
     return out
@@ -153,7 +157,8 @@ def report(result: dict) -> str:
             if key.startswith("checkpoints="):
                 lines.append(f"  {key}: in-process forward {s['in_process_forward_rows_per_s']:,.0f}"
                              f" rows/s, Ray Data scoring {s['ray_data_scoring_rows_per_s']:,.0f} "
-                             f"rows/s = {100 * s['ratio']:.0f}%")
+                             f"rows/s = {100 * s['ratio']:.0f}% (first scored block after "
+                             f"{s['ray_data_first_output_s']:.1f}s)")
     for run in result["distill"]:
         lines.append(f"distill {run['stages']} stages: {run['wall_seconds']:.0f}s wall, peak "
                      f"memory {run['peak_bytes'] / 2**30:.2f} GiB, stage / continual pass: median "

@@ -12,8 +12,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 def tree_memory(root: psutil.Process) -> int:
@@ -41,7 +45,7 @@ class PeakMemory:
     peak_bytes: int = 0
     samples: list[tuple[float, int]] = field(default_factory=list)
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self._stop = threading.Event()
         self._root = psutil.Process()
         self._start = time.perf_counter()

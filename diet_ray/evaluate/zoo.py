@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -39,12 +41,17 @@ def load_stages(uri: str, schema: Schema, stages: range) -> list[SparseBatch]:
 
 
 def train_full(arch: str, schema: Schema, train: list[SparseBatch], test: SparseBatch,
-               seed: int, batch_size: int = 256) -> CandidateResult:
-    """One continual pass over `train` stages with seed `seed`, tested on `test`."""
+               seed: int, batch_size: int = 256, model_config: dict | None = None,
+               lr_scale: float = 1.0) -> CandidateResult:
+    """One continual pass over `train` stages with seed `seed`, tested on `test`.
+
+    `model_config` overrides the architecture's defaults; `lr_scale` multiplies its
+    default learning rate (the benchmark's hyper-parameter variants)."""
     torch.manual_seed(seed)
-    model = build_model(arch, schema)
+    model = build_model(arch, schema, model_config)
     g = torch.Generator().manual_seed(seed)
     cfg = default_train_config(arch, seed, batch_size)
+    cfg = replace(cfg, lr=cfg.lr * lr_scale)
     start = time.perf_counter()
     result = train_continual(model, [list(shuffled_batches(b, batch_size, g)) for b in train], cfg)
     seconds = time.perf_counter() - start

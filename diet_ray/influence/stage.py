@@ -66,12 +66,13 @@ def setup_scoring(models: list[nn.Module], probe: pa.Table, schema: Schema,
 
 def scorer_kwargs(setup: ScoringSetup, schema: Schema, cfg: DistillConfig, stage: int,
                   states: list) -> dict:
-    return dict(
-        schema_json=schema.to_json(), arch=cfg.continual.arch, model_config={},
-        states=states, probes=setup.probes, projection=setup.projection,
-        centroids=setup.centroids, quotas=setup.quotas, rank_by=cfg.influence.rank_by,
-        seed=seeded(cfg.seed, stage, 6), threads=cfg.threads,
-    )
+    return {
+        "schema_json": schema.to_json(), "arch": cfg.continual.arch, "model_config": {},
+        "states": states, "probes": setup.probes, "projection": setup.projection,
+        "centroids": setup.centroids, "quotas": setup.quotas,
+        "rank_by": cfg.influence.rank_by, "seed": seeded(cfg.seed, stage, 6),
+        "threads": cfg.threads,
+    }
 
 
 def candidate_count(cfg: DistillConfig, stage_rows: int) -> int:
@@ -84,6 +85,7 @@ def score_stage(data_uri: str, schema: Schema, cfg: DistillConfig, stage: int,
     """Score stage `stage` on a Ray Data actor pool; return (candidates, stats), the stats
     with rows/s and the ids of the nodes the scorers ran on."""
     import ray
+    import ray.data
 
     start = time.perf_counter()
     rows = schema.stage(stage).rows
@@ -98,15 +100,18 @@ def score_stage(data_uri: str, schema: Schema, cfg: DistillConfig, stage: int,
         InfluenceScorer,
         fn_constructor_kwargs=scorer_kwargs(setup, schema, cfg, stage, [states_ref]),
         batch_size=inf.batch_size, batch_format="pyarrow",
-        concurrency=inf.num_scorers, num_cpus=inf.scorer_cpus,
+        compute=ray.data.ActorPoolStrategy(size=inf.num_scorers), num_cpus=inf.scorer_cpus,
         **({"scheduling_strategy": "SPREAD"} if inf.scheduling == "SPREAD" else {}),
     )
-    selection, nodes = StratifiedTopM(setup.quotas), set()
+    selection, nodes, first = StratifiedTopM(setup.quotas), set(), None
     for batch in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+        first = first or time.perf_counter()
         selection.add(without_node(batch, nodes))
     seconds = time.perf_counter() - start
     return selection.result(), {"scored_rows": rows, "scoring_seconds": seconds,
                                 "scored_rows_per_s": rows / max(seconds, 1e-9),
+                                # setup, pipeline start and the first block's scoring
+                                "scoring_first_output_s": (first or start) - start,
                                 "scorer_nodes": sorted(nodes)}
 
 

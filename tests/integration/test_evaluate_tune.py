@@ -30,4 +30,5 @@ def test_two_trial_tune_run_on_a_tiny_snapshot(tmp_path, ray_local, capsys):
     rows = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert [r["arch"] for r in rows] == ["lr", "fm"]
     assert all(0.0 <= r["auc"] <= 1.0 and r["rows_trained"] > 0 for r in rows)
-    assert len(list(csv.DictReader(open(tmp_path / "eval" / "results.csv")))) == 2
+    with open(tmp_path / "eval" / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2

@@ -132,3 +132,20 @@ def test_permission_denied_is_a_clear_error_and_nothing_is_written(monkeypatch):
         with pytest.raises(DataError, match="s3://locked"):
             SnapshotStore("s3://locked/run").commit(0, 1, ARRAYS, {"rows": 2}, "cfg")
         assert time.monotonic() - started < 30  # no long retry loop on a permanent error
+
+
+def test_missing_credentials_are_a_clear_error(monkeypatch, tmp_path):
+    from diet_ray.data.schema import Schema
+
+    with moto_s3() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                    "AWS_PROFILE"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        with pytest.raises(DataError, match=r"s3://nocreds/data.*(credentials|access denied)"):
+            Schema.load("s3://nocreds/data")
+        with pytest.raises(DataError, match="credentials"):
+            SnapshotStore("s3://nocreds/run").latest()

@@ -5,10 +5,16 @@ bit-identical)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from diet_ray.data.batch import SparseBatch
-from diet_ray.distill.bilevel import bilevel_loss, model_params
+from diet_ray.distill.bilevel import (
+    bilevel_loss,
+    gradient_matching_loss,
+    model_params,
+    touched_rows,
+)
 from diet_ray.memory.addressing import address, attention_mass, choose_new, coverage, evict
 from diet_ray.memory.slots import MemoryTensors, Slots, nearest_same_label, new_slots
 from diet_ray.models import build_model
@@ -70,6 +76,31 @@ def test_gradients_reach_memory_logits_labels_and_weights():
     grads = torch.autograd.grad(loss, list(mem.params.values()))
     for name, g in zip(mem.params, grads):
         assert torch.isfinite(g).all() and g.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("arch", ["dnn", "fm", "deepfm", "wide_deep", "lr"])
+def test_unroll_on_the_touched_table_rows_equals_the_full_tables(arch):
+    schema = tiny_schema()
+    mem = MemoryTensors(slots_from(real_batch(3, seed=0), candidates=2), np.arange(3))
+    real = real_batch(2, seed=1)  # few rows: most table rows go untouched
+    torch.manual_seed(0)
+    model = build_model(arch, schema)
+    full = bilevel_loss(model, model_params(model), lambda: mem.batch(), real, steps=3,
+                        lr=torch.tensor(0.5))
+    g_full = torch.autograd.grad(full, list(mem.params.values()))
+    theta, buffers, (m, r) = touched_rows(model, model_params(model), [mem.batch(), real])
+    table = next(k for k in theta if k.endswith("table.weight"))
+    assert theta[table].shape[0] < model_params(model)[table].shape[0]  # really cut
+    cut = bilevel_loss(model, theta, lambda: m, r, steps=3, lr=torch.tensor(0.5),
+                       buffers=buffers)
+    g_cut = torch.autograd.grad(cut, list(mem.params.values()))
+    assert torch.allclose(cut, full, atol=1e-6)
+    for name, a, b in zip(mem.params, g_full, g_cut):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), name
+    theta, buffers, (m, r) = touched_rows(model, model_params(model), [mem.batch(), real])
+    assert torch.allclose(
+        gradient_matching_loss(model, model_params(model), mem.batch(), real),
+        gradient_matching_loss(model, theta, m, r, buffers), atol=1e-5)
 
 
 def test_only_addressed_slots_learn():

@@ -159,3 +159,34 @@ def test_recovery_and_top1_regret_hand_values():
     assert top1_regret(full, [0.60, 0.66, 0.65]) == 0.0
     # a tie for the method's top: the mean of the tied candidates' full scores
     assert top1_regret(full, [0.60, 0.65, 0.65]) == pytest.approx(0.005)
+
+
+def test_kendall_tau_b_and_spearman_match_their_definitions_on_random_scores():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n = int(rng.integers(3, 12))
+        a = rng.integers(0, 4, n).astype(float)  # many ties
+        b = rng.integers(0, 4, n).astype(float)
+        conc = disc = tie_a = tie_b = 0
+        for i in range(n):
+            for j in range(i + 1, n):
+                s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
+                conc += s > 0
+                disc += s < 0
+                tie_a += a[i] == a[j]
+                tie_b += b[i] == b[j]
+        pairs = n * (n - 1) / 2
+        denom = math.sqrt((pairs - tie_a) * (pairs - tie_b))
+        expected = (conc - disc) / denom if denom else math.nan
+        got = kendall_tau(a, b)
+        assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+        # Spearman without ties: 1 - 6 sum d^2 / (n (n^2 - 1))
+        p, q = rng.permutation(n), rng.permutation(n)
+        d2 = float(((p - q) ** 2).sum())
+        assert spearman(p, q) == pytest.approx(1 - 6 * d2 / (n * (n * n - 1)))
+
+
+def test_recovery_below_chance_and_above_full():
+    assert recovery(0.45, 0.70) == pytest.approx(-0.25)  # worse than a coin
+    assert recovery(0.75, 0.70) == pytest.approx(1.25)  # better than full data
+    assert recovery(0.62, 0.62) == pytest.approx(1.0)
