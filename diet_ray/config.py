@@ -132,7 +132,8 @@ class BilevelConfig:
     inner_steps: U, unrolled full-batch SGD steps on the memory.
     inner_batch: memory rows the inner model trains on per outer step: all addressed
         slots plus a seeded sample of the others up to this size (None: the whole memory).
-        Caps an outer step's cost once the memory outgrows it.
+        Caps an outer step's cost once the memory outgrows it; the default matches
+        `outer_batch` (a 1,800-slot MovieLens memory is used whole).
     inner_lr: initial inner learning rate (learnable, per parameter tensor).
     trajectory_fraction: share of outer steps whose inner model starts from a continual
         checkpoint (when the sampled architecture is the continual one).
@@ -143,7 +144,7 @@ class BilevelConfig:
     objective: Literal["bilevel", "gradmatch"] = "bilevel"
     inner_archs: tuple[str, ...] = ("dnn", "fm", "deepfm", "dcn")
     inner_steps: int = 10
-    inner_batch: int | None = 4096
+    inner_batch: int | None = 2048
     inner_lr: float = 0.05
     trajectory_fraction: float = 0.5
     outer_steps: int = 20
