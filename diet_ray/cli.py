@@ -84,6 +84,13 @@ def _distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, help="memory size as a share of rows seen (0.02)")
     p.add_argument("--stages", type=int, help="distil stages 0..N-1 (default: all)")
     p.add_argument("--config", help="YAML config (see jobs/configs/)")
+    p.add_argument("--evaluate-every", type=int, metavar="N",
+                   help="evaluate every Nth snapshot (and the last) while distilling; "
+                   "results in OUT/eval/")
+    p.add_argument("--evaluate-archs", default="deepfm,dcn,fm",
+                   help="architectures for --evaluate-every (default deepfm,dcn,fm)")
+    p.add_argument("--evaluate-seeds", type=int, default=1,
+                   help="training seeds per architecture for --evaluate-every (default 1)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. bilevel.outer_steps=5")
 
 
@@ -99,7 +106,15 @@ def distill_config(args: argparse.Namespace):
 def run_distill(args: argparse.Namespace) -> int:
     from diet_ray.pipeline import distill
 
-    manifest = distill(distill_config(args))
+    cfg = distill_config(args)
+    during = None
+    if args.evaluate_every is not None:
+        from diet_ray.evaluate.evaluate_every import EvaluateEvery
+
+        during = EvaluateEvery(cfg.out, cfg.data, args.evaluate_every,
+                               [a for a in args.evaluate_archs.split(",") if a],
+                               args.evaluate_seeds, seed=cfg.seed).watching
+    manifest = distill(cfg, during)
     print(f"committed stage {manifest['stage']} (version {manifest['version']}) in {args.out}")
     return 0
 
@@ -141,6 +156,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                 _distill_args, run_distill),
     "evaluate": (("Ray Tune fan-out: architectures x seeds trained on a snapshot, tested on "
                   "the next stage"), *delegate("diet_ray.evaluate.tune_eval")),
+    "search": (("architecture and hyper-parameter search on a snapshot (Ray Tune, ASHA); "
+                "optionally verified on the full stream"), *delegate("diet_ray.evaluate.search")),
     "bench-speed": ("training and scoring throughput: sparse vs dense embedding updates",
                     *delegate("diet_ray.evaluate.speed")),
     "bench-distill": (("the distillation job's speed: Ray Data scoring vs in-process forward, "

@@ -15,6 +15,8 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from diet_ray.config import DistillConfig
 from diet_ray.data.errors import DataError
@@ -63,13 +65,13 @@ def save_config(cfg: DistillConfig) -> None:
                                          indent=2).encode())
 
 
-def distill(cfg: DistillConfig) -> dict:
-    """Run (or resume) the distillation job; return the final manifest as a dict."""
-    import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+def distill(cfg: DistillConfig,
+            during: Callable[[int, int], AbstractContextManager] | None = None) -> dict:
+    """Run (or resume) the distillation job; return the final manifest as a dict.
 
-    from diet_ray.distill.train_loop import train_loop_per_worker
+    `during(total, num_stages)`, when given, is a context manager held around the Train run
+    (entered even when every stage is already committed), e.g. `EvaluateEvery.watching`."""
+    import ray
 
     if not cfg.data or not cfg.out:
         raise DataError("distill needs --data (a prepared dataset) and --out (an output URI)")
@@ -81,29 +83,40 @@ def distill(cfg: DistillConfig) -> dict:
     init_ray()
     actor = start_memory_actor(actor_name(cfg.out), cfg.out, cfg.hash(), namespace=NAMESPACE)
     start = ray.get(actor.last_committed.remote()) + 1
-    if start >= total:
-        log.info("all %d stages already committed in %s", total, cfg.out)
-    else:
-        log.info("distilling stages %d..%d of %s into %s (%d Train workers)", start, total - 1,
-                 cfg.data, cfg.out, cfg.train.num_workers)
-        began = time.perf_counter()
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"cfg": cfg.to_dict(), "schema": schema.to_json(),
-                               "actor": actor_name(cfg.out), "namespace": NAMESPACE},
-            scaling_config=ScalingConfig(
-                num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                resources_per_worker={"CPU": cfg.train.cpus_per_worker},
-                placement_strategy=cfg.train.placement_strategy),
-            run_config=RunConfig(
-                name=actor_name(cfg.out),
-                storage_path=os.path.join(tempfile.gettempdir(), "diet-ray-train"),
-                failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
-            datasets={f"stage_{t}": read_stages(cfg.data, t, schema) for t in range(start, total)},
-        )
-        trainer.fit()
-        log.info("distilled %d stages in %.0fs", total - start, time.perf_counter() - began)
+    with during(total, len(schema.stages)) if during else nullcontext():
+        _fit(cfg, schema, start, total)
     manifest = SnapshotStore(cfg.out).latest()
     if manifest is None or manifest.stage != total - 1:
         raise RuntimeError(f"distillation ended without committing stage {total - 1}")
     return json.loads(manifest.to_json())
+
+
+def _fit(cfg: DistillConfig, schema: Schema, start: int, total: int) -> None:
+    """One TorchTrainer.fit() over stages start..total-1 (nothing when all are committed)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from diet_ray.distill.train_loop import train_loop_per_worker
+
+    if start >= total:
+        log.info("all %d stages already committed in %s", total, cfg.out)
+        return
+    log.info("distilling stages %d..%d of %s into %s (%d Train workers)", start, total - 1,
+             cfg.data, cfg.out, cfg.train.num_workers)
+    began = time.perf_counter()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.to_dict(), "schema": schema.to_json(),
+                           "actor": actor_name(cfg.out), "namespace": NAMESPACE},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+            placement_strategy=cfg.train.placement_strategy),
+        run_config=RunConfig(
+            name=actor_name(cfg.out),
+            storage_path=os.path.join(tempfile.gettempdir(), "diet-ray-train"),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
+        datasets={f"stage_{t}": read_stages(cfg.data, t, schema) for t in range(start, total)},
+    )
+    trainer.fit()
+    log.info("distilled %d stages in %.0fs", total - start, time.perf_counter() - began)

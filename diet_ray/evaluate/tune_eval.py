@@ -16,6 +16,9 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from diet_ray.config import EvalConfig
 from diet_ray.data.batch import SparseBatch, collate
@@ -44,6 +47,52 @@ def trial(config: dict, memory: SparseBatch, test: SparseBatch, schema_json: str
                  "rows_trained": r.rows_trained})
 
 
+@dataclass(frozen=True)
+class EvalData:
+    """A snapshot's memory and the next real stage's rows to test on, for a Tune fan-out."""
+
+    schema: Schema
+    memory: SparseBatch
+    snapshot_stage: int
+    test_stage: int
+    test: SparseBatch
+
+
+def load_eval_data(snapshot: str, data: str, stage: int | None = None) -> EvalData:
+    """The memory of `stage` (default: latest) in `snapshot` and stage+1 of `data`."""
+    schema = Schema.load(data)
+    memory, snap_stage = load_memory(snapshot, stage)
+    test_stage = snap_stage + 1
+    if test_stage >= len(schema.stages):
+        raise DataError(f"snapshot stage {snap_stage} has no next stage in {data} to test on")
+    test = collate(read_stage_table(data, test_stage, schema), schema)
+    return EvalData(schema, memory, snap_stage, test_stage, test)
+
+
+def fit_tuner(trial_fn: Callable[..., None], data: EvalData, param_space: dict, name: str,
+              cpus_per_trial: float, eval_cfg: EvalConfig,
+              tune_config: Any = None) -> Any:
+    """Run `trial_fn(config, memory, test, schema_json, eval_cfg)` as a Tune function
+    trainable with `cpus_per_trial` CPUs (data passed once through the object store);
+    returns the ResultGrid, raising if any trial failed."""
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(trial_fn, memory=data.memory, test=data.test,
+                             schema_json=data.schema.to_json(), eval_cfg=eval_cfg.__dict__),
+        {"cpu": cpus_per_trial})
+    tuner = tune.Tuner(
+        trainable, param_space=param_space, tune_config=tune_config,
+        run_config=tune.RunConfig(name=name, verbose=0,
+                                  storage_path=os.path.join(tempfile.gettempdir(), "diet-ray-tune")),
+    )
+    grid = tuner.fit()
+    for result in grid:
+        if result.error:
+            raise RuntimeError(f"trial {result.config} failed: {result.error}")
+    return grid
+
+
 def evaluate_snapshot(snapshot: str, data: str, archs: list[str], seeds: int,
                       stage: int | None = None, seed: int = 0,
                       eval_cfg: EvalConfig | None = None, cpus_per_trial: float = 0.5
@@ -54,44 +103,28 @@ def evaluate_snapshot(snapshot: str, data: str, archs: list[str], seeds: int,
     unknown = [a for a in archs if a not in MODELS]
     if unknown:
         raise DataError(f"--archs: unknown {unknown}; choose from {sorted(MODELS)}")
-    schema = Schema.load(data)
-    memory, snap_stage = load_memory(snapshot, stage)
-    test_stage = snap_stage + 1
-    if test_stage >= len(schema.stages):
-        raise DataError(f"snapshot stage {snap_stage} has no next stage in {data} to test on")
-    test = collate(read_stage_table(data, test_stage, schema), schema)
-    eval_cfg = eval_cfg or EvalConfig()
-    trainable = tune.with_resources(
-        tune.with_parameters(trial, memory=memory, test=test, schema_json=schema.to_json(),
-                             eval_cfg=eval_cfg.__dict__),
-        {"cpu": cpus_per_trial})
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"arch": tune.grid_search(archs),
-                     "seed": tune.grid_search([seeded(seed, s, 30) % 2**31 for s in range(seeds)])},
-        run_config=tune.RunConfig(name=f"evaluate-stage{snap_stage}", verbose=0,
-                                  storage_path=os.path.join(tempfile.gettempdir(), "diet-ray-tune")),
-    )
-    grid = tuner.fit()
-    rows = []
-    for result in grid:
-        if result.error:
-            raise RuntimeError(f"trial {result.config} failed: {result.error}")
-        rows.append({"arch": result.config["arch"], "seed": result.config["seed"],
-                     **{k: result.metrics[k] for k in FIELDS[2:]},
-                     "snapshot_stage": snap_stage, "test_stage": test_stage})
+    ev = load_eval_data(snapshot, data, stage)
+    param_space = {"arch": tune.grid_search(archs),
+                   "seed": tune.grid_search([seeded(seed, s, 30) % 2**31 for s in range(seeds)])}
+    grid = fit_tuner(trial, ev, param_space, f"evaluate-stage{ev.snapshot_stage}",
+                     cpus_per_trial, eval_cfg or EvalConfig())
+    rows = [{"arch": result.config["arch"], "seed": result.config["seed"],
+             **{k: result.metrics[k] for k in FIELDS[2:]},
+             "snapshot_stage": ev.snapshot_stage, "test_stage": ev.test_stage}
+            for result in grid]
     order = {a: i for i, a in enumerate(archs)}
     return sorted(rows, key=lambda r: (order[r["arch"]], r["seed"]))
 
 
-def save_results(rows: list[dict], out: str) -> None:
+def save_results(rows: list[dict], out: str, name: str = "results") -> None:
+    """`rows` as `name`.csv and `name`.json in folder/URI `out`."""
     fs, root = open_fs(out)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    write_bytes(fs, join(root, "results.csv"), text.getvalue().encode())
-    write_bytes(fs, join(root, "results.json"), json.dumps(rows, indent=2).encode())
+    write_bytes(fs, join(root, f"{name}.csv"), text.getvalue().encode())
+    write_bytes(fs, join(root, f"{name}.json"), json.dumps(rows, indent=2).encode())
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
