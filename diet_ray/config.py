@@ -109,11 +109,18 @@ class InfluenceConfig:
 
 @dataclass(frozen=True)
 class ContinualConfig:
-    """The continual (full-data) model: one pass per stage, data-parallel."""
+    """The continual (full-data) model: one pass per stage, data-parallel.
+
+    sparse_embeddings: the embedding table takes sparse gradients and SparseAdam (only the
+        rows a batch touches move, all-reduced as (row, vector) pairs; the other parameters
+        take Adam); false: dense Adam on the whole table, which updates and all-reduces
+        every row every step (about 10x slower per step at 100 K ids per field).
+    """
 
     arch: str = "dnn"
     lr: float = 1e-3
     batch_size: int = 256
+    sparse_embeddings: bool = True
 
     def __post_init__(self) -> None:
         from diet_ray.models import MODELS
@@ -130,15 +137,18 @@ class BilevelConfig:
         (match real and synthetic loss gradients at trajectory checkpoints).
     inner_archs: pool the inner model's architecture is sampled from each outer step.
     inner_steps: U, unrolled full-batch SGD steps on the memory.
-    inner_batch: memory rows the inner model trains on per outer step: all addressed
-        slots plus a seeded sample of the others up to this size (None: the whole memory).
-        Caps an outer step's cost once the memory outgrows it; the default matches
-        `outer_batch` (a 1,800-slot MovieLens memory is used whole).
+    inner_batch: memory rows the inner model trains on per outer step, at most: all
+        addressed slots plus a seeded sample of the others (a seeded sample of the addressed
+        ones when they alone exceed it; None: the whole memory). Keeps an outer step's cost
+        flat as the memory grows; the default matches `outer_batch` (a 1,800-slot MovieLens
+        memory is used whole).
     inner_lr: initial inner learning rate (learnable, per parameter tensor).
     trajectory_fraction: share of outer steps whose inner model starts from a continual
         checkpoint (when the sampled architecture is the continual one).
     outer_steps: outer steps per stage; outer_lr: Adam on the memory parameters.
     outer_batch: real rows per outer step, per worker.
+    learn: which learnable parts of the addressed slots the outer steps update (any of
+        id_logits, label_logit, weight_logit, dense); the others keep their values.
     """
 
     objective: Literal["bilevel", "gradmatch"] = "bilevel"
@@ -150,11 +160,17 @@ class BilevelConfig:
     outer_steps: int = 20
     outer_lr: float = 0.03
     outer_batch: int = 2048
+    learn: tuple[str, ...] = ("id_logits", "label_logit", "weight_logit", "dense")
 
     def __post_init__(self) -> None:
+        from diet_ray.memory.slots import LEARNABLE
         from diet_ray.models import MODELS
 
         object.__setattr__(self, "inner_archs", tuple(self.inner_archs))
+        object.__setattr__(self, "learn", tuple(self.learn))
+        bad = sorted(set(self.learn) - set(LEARNABLE))
+        _check(not bad and bool(self.learn), "bilevel.learn",
+               f"unknown {bad}; choose one or more of {list(LEARNABLE)}")
         bad = [a for a in self.inner_archs if a not in MODELS]
         _check(not bad and bool(self.inner_archs), "bilevel.inner_archs",
                f"unknown {bad}; choose from {sorted(MODELS)}")

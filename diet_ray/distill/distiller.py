@@ -1,7 +1,8 @@
 """One worker's share of a stage: the continual pass, teacher labels, outer steps.
 
-`Distiller` holds no Ray: data-parallel workers pass `allreduce` (average a list of
-tensors across workers in place); with one worker it is a no-op. Every random choice
+`Distiller` holds no Ray: data-parallel workers pass `allreduce` (a list of tensors ->
+their means across workers, sparse embedding gradients included); with one worker it
+returns them as they are. Every random choice
 (inner architecture, starting point, fresh initialisation) derives from
 (seed, stage, step), so all workers make the same choice and apply identical updates.
 """
@@ -24,15 +25,16 @@ from diet_ray.distill.bilevel import (
     touched_rows,
 )
 from diet_ray.distill.state import RunState, load_state, state_of
-from diet_ray.evaluate.train import loss_fn
+from diet_ray.evaluate.train import TrainConfig, loss_fn, make_optimizer, set_sparse_embeddings
 from diet_ray.memory.slots import MemoryTensors
 from diet_ray.models import build_model
 
-AllReduce = Callable[[list[torch.Tensor]], None]
+AllReduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
-def no_allreduce(tensors: list[torch.Tensor]) -> None:
+def no_allreduce(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     """Single worker: nothing to average."""
+    return tensors
 
 
 def seeded(*parts: int) -> int:
@@ -51,6 +53,7 @@ class Distiller:
         self.allreduce = allreduce
         torch.manual_seed(seeded(cfg.seed, 0, 0, 1))  # stage 0: the same init on every worker
         self.continual = build_model(cfg.continual.arch, schema)
+        set_sparse_embeddings(self.continual, cfg.continual.sparse_embeddings)
         if state.continual:
             load_state(self.continual, state.continual)
         self.memory = MemoryTensors(state.slots, addressed)
@@ -60,15 +63,16 @@ class Distiller:
     # -- the full-data trajectory ---------------------------------------------------------------
     def continual_pass(self, batches: Iterable[SparseBatch], steps: int) -> None:
         """Exactly `steps` data-parallel Adam steps of the continual model (one pass)."""
-        cfg = self.cfg.continual
-        opt = torch.optim.Adam(self.continual.parameters(), lr=cfg.lr)
+        opt = make_optimizer(self.continual, TrainConfig(lr=self.cfg.continual.lr))
         self.continual.train()
         rows, start, it = 0, time.perf_counter(), iter(batches)
         for _ in range(steps):
             batch = next(it)
             opt.zero_grad()
             loss_fn(self.continual(batch), batch).backward()
-            self.allreduce([p.grad for p in self.continual.parameters() if p.grad is not None])
+            learning = [p for p in self.continual.parameters() if p.grad is not None]
+            for p, g in zip(learning, self.allreduce([p.grad for p in learning])):
+                p.grad = g
             opt.step()
             rows += len(batch)
         self.continual.eval()
@@ -109,21 +113,24 @@ class Distiller:
         return arch, model, i
 
     def inner_rows(self, step: int) -> torch.Tensor | None:
-        """Memory rows of outer step `step`'s inner loop: every addressed slot, then a seeded
-        sample of the others up to `bilevel.inner_batch` (None: the whole memory fits)."""
+        """Memory rows of outer step `step`'s inner loop, at most `bilevel.inner_batch`
+        (None: the whole memory fits): every addressed slot and a seeded sample of the others,
+        or, when the addressed slots alone exceed the cap, a seeded sample of them."""
         cap, n = self.cfg.bilevel.inner_batch, len(self.state.slots)
         if cap is None or n <= cap:
             return None
         addressed = self.memory.addressed.numpy()
-        others = np.setdiff1d(np.arange(n), addressed)
         rng = np.random.default_rng(seeded(self.cfg.seed, self.stage, step, 11))
-        extra = rng.choice(others, max(cap - len(addressed), 0), replace=False)
+        if len(addressed) >= cap:
+            return torch.from_numpy(np.sort(rng.choice(addressed, cap, replace=False)))
+        others = np.setdiff1d(np.arange(n), addressed)
+        extra = rng.choice(others, cap - len(addressed), replace=False)
         return torch.from_numpy(np.sort(np.concatenate([addressed, extra])))
 
     def outer_steps(self, real: Iterator[SparseBatch]) -> None:
         """`bilevel.outer_steps` updates of the addressed slots (and the inner step sizes)."""
         b = self.cfg.bilevel
-        params = list(self.memory.params.values()) + [self.log_lr]
+        params = [self.memory.params[name] for name in b.learn] + [self.log_lr]
         if not len(self.memory.addressed) or b.outer_steps == 0:
             self.stats.update(outer_steps=0, outer_loss=float("nan"))
             return
@@ -143,8 +150,7 @@ class Distiller:
                 loss = gradient_matching_loss(model, theta, mem, batch, buffers)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-            self.allreduce(grads)
-            for p, g in zip(params, grads):
+            for p, g in zip(params, self.allreduce(grads)):
                 p.grad = g
             opt.step()
             losses.append(float(loss.detach()))

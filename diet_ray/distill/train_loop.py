@@ -37,17 +37,45 @@ from diet_ray.influence.stage import score_stage
 log = logging.getLogger("diet_ray")
 
 
-def allreduce_mean(tensors: list[torch.Tensor]) -> None:
-    """Average tensors across the process group in place (one flat all-reduce)."""
+def allreduce_mean(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors averaged across the process group: dense ones in one flat all-reduce
+    (in place), sparse ones (embedding gradients) by `sparse_mean`."""
     if not dist.is_initialized() or dist.get_world_size() == 1 or not tensors:
-        return
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset:offset + t.numel()].view_as(t))
-        offset += t.numel()
+        return tensors
+    dense = [t for t in tensors if not t.is_sparse]
+    if dense:
+        flat = torch.cat([t.reshape(-1) for t in dense])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        offset = 0
+        for t in dense:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+    return [sparse_mean(t) if t.is_sparse else t for t in tensors]
+
+
+def sparse_mean(grad: torch.Tensor) -> torch.Tensor:
+    """Mean across workers of a sparse COO gradient [V, d] (rows touched by each worker's
+    batch): every worker gathers every worker's (row, vector) pairs, padded to the longest,
+    and sums them in rank order, so all workers hold the identical result."""
+    world = dist.get_world_size()
+    grad = grad.coalesce()
+    rows, values = grad.indices()[0], grad.values()
+    counts = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+    dist.all_gather(counts, torch.tensor([len(rows)]))
+    longest = int(max(c.item() for c in counts))
+    pad = longest - len(rows)
+    rows_p = torch.cat([rows, rows.new_zeros(pad)])
+    values_p = torch.cat([values, values.new_zeros((pad, *values.shape[1:]))])
+    all_rows = [torch.empty_like(rows_p) for _ in range(world)]
+    all_values = [torch.empty_like(values_p) for _ in range(world)]
+    dist.all_gather(all_rows, rows_p)
+    dist.all_gather(all_values, values_p)
+    n = [int(c.item()) for c in counts]
+    merged = torch.sparse_coo_tensor(
+        torch.cat([r[:k] for r, k in zip(all_rows, n)])[None, :],
+        torch.cat([v[:k] for v, k in zip(all_values, n)]) / world, grad.shape)
+    return merged.coalesce()
 
 
 def worker_nodes(node: str) -> list[str]:

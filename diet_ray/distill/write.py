@@ -83,8 +83,8 @@ def plan_stage(state: RunState, candidates: pa.Table, schema: Schema, cfg: Disti
     categorical = np.array([f.kind == "categorical" for f in schema.sparse])
     fresh = new_slots(
         rows, keys, score, stage, mem.candidates, mem.seed_logit,
-        np.clip(np.log(prob / (1 - prob)), -clip, clip), categorical,
-    ).select(chosen_idx)
+        np.clip(np.log(prob / (1 - prob)), -clip, clip), categorical, chosen_idx,
+    )
     # addressing: influence-weighted attention of all candidates over the old slots
     weight = np.maximum(score, 0) + 1e-6
     mass = attention_mass(old.key, keys, weight, mem.temperature)

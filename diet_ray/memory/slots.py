@@ -83,55 +83,89 @@ class Slots:
 
 def new_slots(rows: SparseBatch, keys: np.ndarray, influence: np.ndarray, stage: int,
               candidates: int, seed_logit: float, label_logit: np.ndarray,
-              categorical: np.ndarray) -> Slots:
-    """Slots seeded from `rows` (real rows, K_r = rows.ids.shape[2]).
+              categorical: np.ndarray, index: np.ndarray | None = None) -> Slots:
+    """Slots seeded from rows `index` of `rows` (default: all; real rows, K_r =
+    rows.ids.shape[2]); neighbour ids come from all of `rows`.
 
-    keys [M, H] unit-norm address keys; categorical [F] bool (which fields take neighbour
-    ids); label_logit [M] initial label logits. K = max(candidates, K_r).
+    keys [M, H] unit-norm address keys; influence [M]; categorical [F] bool (which fields
+    take neighbour ids); label_logit [M] initial label logits. K = max(candidates, K_r).
     """
-    m, f, k_real = rows.ids.shape
-    k = max(candidates, k_real)
+    m_all, f, k_real = rows.ids.shape
+    index = np.arange(m_all) if index is None else np.asarray(index, np.int64)
+    m, k = len(index), max(candidates, k_real)
     ids = np.zeros((m, f, k), np.int64)
     mask = np.zeros((m, f, k), bool)
     logits = np.zeros((m, f, k), np.float32)
-    real_ids, real_w = rows.ids.numpy(), rows.weights.numpy()
+    all_ids, real_w = rows.ids.numpy(), rows.weights.numpy()[index]
+    real_ids = all_ids[index]
     ids[:, :, :k_real] = real_ids
     mask[:, :, :k_real] = real_w > 0
     logits[:, :, :k_real] = np.where(real_w > 0, seed_logit, 0.0)
-    if candidates > 1 and m > 1:
+    if candidates > 1 and m_all > 1:
         labels = rows.labels.numpy() >= 0.5
-        neighbours = nearest_same_label(keys, labels, candidates - 1)  # [M, K-1]
+        neighbours = nearest_same_label(keys, labels, candidates - 1, index)  # [m, K-1]
         cols = slice(1, candidates)
-        own = real_ids[:, :, 0]  # categorical fields keep their id in slot 0
+        own = all_ids[:, :, 0]  # categorical fields keep their id in slot 0
         ids[:, categorical, cols] = own[neighbours][:, :, categorical].transpose(0, 2, 1)
         mask[:, categorical, cols] = neighbours[:, None, :] >= 0
         logits[:, categorical, cols] = 0.0
+    dense = rows.dense.numpy()[index] if rows.dense is not None else np.zeros((m, 0))
     return Slots(
         ids=ids, mask=mask, id_logits=logits,
-        label_logit=label_logit.astype(np.float32),
+        label_logit=np.asarray(label_logit)[index].astype(np.float32),
         weight_logit=np.zeros(m, np.float32),
-        dense=(rows.dense.numpy() if rows.dense is not None
-               else np.zeros((m, 0), np.float32)).astype(np.float32),
-        key=keys.astype(np.float32),
-        influence=influence.astype(np.float32),
+        dense=dense.astype(np.float32),
+        key=keys[index].astype(np.float32),
+        influence=np.asarray(influence)[index].astype(np.float32),
         stage=np.full(m, stage, np.int32),
         updates=np.zeros(m, np.int32),
     )
 
 
-def nearest_same_label(keys: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """For each row, the `n` most similar other rows of the same label by key [M, n];
-    -1 where fewer exist. Cosine similarity on unit-norm keys."""
+def nearest_same_label(keys: np.ndarray, labels: np.ndarray, n: int,
+                       queries: np.ndarray | None = None, block_rows: int = 1024) -> np.ndarray:
+    """For each query row (default: every row), the `n` most similar other rows of the same
+    label by key [Q, n], most similar first (ties: lower index); -1 where fewer exist.
+
+    keys [M, H] unit norm, labels [M] bool, queries [Q] row indices. Cosine similarity,
+    computed `block_rows` queries at a time: memory O(block_rows × M), never O(M²).
+    """
     m = len(keys)
-    sims = keys @ keys.T
-    np.fill_diagonal(sims, -np.inf)
-    sims[labels[:, None] != labels[None, :]] = -np.inf
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :n]
-    valid = np.take_along_axis(sims, order, axis=1) > -np.inf
-    out = np.where(valid, order, -1)
-    if out.shape[1] < n:
-        out = np.concatenate([out, -np.ones((m, n - out.shape[1]), np.int64)], axis=1)
+    queries = np.arange(m) if queries is None else np.asarray(queries, np.int64)
+    out = -np.ones((len(queries), n), np.int64)
+    if n <= 0:
+        return out
+    for label in (False, True):
+        pool = np.flatnonzero(labels == label)  # candidate neighbours, ascending index
+        asking = np.flatnonzero(labels[queries] == label)  # positions in `queries`
+        take = min(n, len(pool) - 1)
+        if take <= 0:
+            continue
+        pool_keys = keys[pool]
+        for start in range(0, len(asking), block_rows):
+            at = asking[start:start + block_rows]
+            sims = keys[queries[at]] @ pool_keys.T  # [b, P]
+            sims[pool[None, :] == queries[at][:, None]] = -np.inf  # not its own neighbour
+            out[at, :take] = pool[top_k(sims, take)]
     return out
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's `k` largest scores [R, k], largest first; ties go to the
+    lower index (as a stable descending sort would give), in O(R × C) rather than a sort."""
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]  # the k-th largest value [R, 1]
+    above = scores > kth
+    ties = scores == kth
+    # of the values equal to the k-th, keep the lowest-index ones that fill the k places
+    room = k - above.sum(axis=1, keepdims=True)
+    keep = above | ties
+    crowded = np.flatnonzero(ties.sum(axis=1) > room[:, 0])  # rows with more ties than room
+    if len(crowded):
+        t = ties[crowded]
+        keep[crowded] = above[crowded] | (t & (np.cumsum(t, axis=1) <= room[crowded]))
+    cols = np.nonzero(keep)[1].reshape(len(scores), k)  # ascending column order per row
+    order = np.lexsort((cols, -np.take_along_axis(scores, cols, axis=1)), axis=1)
+    return np.take_along_axis(cols, order, axis=1)
 
 
 class MemoryTensors:

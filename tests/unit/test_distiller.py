@@ -61,6 +61,12 @@ def test_inner_rows_keep_every_addressed_slot_and_cap_the_rest():
     whole = Distiller(tiny_config(**{"bilevel.inner_batch": 10}), tiny_schema(),
                       stage_state(tiny_config()), 0, np.array([1]), np.array([]))
     assert whole.inner_rows(0) is None  # the memory fits: all of it, no indexing
+    many = Distiller(tiny_config(**{"bilevel.inner_batch": 2}), tiny_schema(),
+                     stage_state(tiny_config()), 0, np.array([1, 3, 5, 7]), np.array([7]))
+    picks = [many.inner_rows(step).tolist() for step in range(6)]
+    # more addressed slots than the cap: a seeded sample of them, never more than the cap
+    assert all(len(p) == 2 and set(p) <= {1, 3, 5, 7} for p in picks)
+    assert len({tuple(p) for p in picks}) > 1
 
 
 def test_inner_batch_still_updates_the_addressed_slots_only():
@@ -81,7 +87,19 @@ def _worker(rank: int, port: int, out: str) -> None:
     state = outer_update(cfg, mine, allreduce_mean)
     np.save(f"{out}/rank{rank}.npy", state.slots.id_logits)
     np.save(f"{out}/rank{rank}_labels.npy", state.slots.label_logit)
+    for sparse in (True, False):  # the continual pass: sparse and dense embedding gradients
+        np.savez(f"{out}/rank{rank}_continual_{sparse}.npz",
+                 **continual_update(sparse, mine, allreduce_mean))
     dist.destroy_process_group()
+
+
+def continual_update(sparse: bool, batches, allreduce=None) -> dict[str, np.ndarray]:
+    cfg = tiny_config(**{"continual.sparse_embeddings": sparse})
+    kwargs = {} if allreduce is None else {"allreduce": allreduce}
+    d = Distiller(cfg, tiny_schema(), stage_state(cfg), 0, np.array([1]), np.array([1]),
+                  **kwargs)
+    d.continual_pass(batches, len(batches))
+    return {k: v.detach().numpy() for k, v in d.continual.state_dict().items()}
 
 
 def free_port() -> int:
@@ -97,6 +115,14 @@ def test_two_workers_equal_one_worker_on_the_same_global_batch(tmp_path):
     assert np.array_equal(r0, r1)  # every worker applies the identical step
     assert np.allclose(r0, single.slots.id_logits, atol=1e-5)
     assert np.allclose(np.load(tmp_path / "rank0_labels.npy"), single.slots.label_logit, atol=1e-5)
+    for sparse in (True, False):
+        workers = [np.load(tmp_path / f"rank{r}_continual_{sparse}.npz") for r in (0, 1)]
+        alone = continual_update(sparse, [real_batch(16, seed=s) for s in range(3)])
+        for name, value in alone.items():
+            assert np.array_equal(workers[0][name], workers[1][name]), (sparse, name)
+            np.testing.assert_allclose(workers[0][name], value, atol=1e-6, err_msg=name)
+        table = "embedding.fields.table.weight"  # the pass moved it (from the seeded init)
+        assert not np.array_equal(alone[table], continual_update(sparse, [])[table])
 
 
 def test_config_overrides_validation_and_hash():

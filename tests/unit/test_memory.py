@@ -15,8 +15,9 @@ from diet_ray.distill.bilevel import (
     model_params,
     touched_rows,
 )
+from diet_ray.memory import addressing
 from diet_ray.memory.addressing import address, attention_mass, choose_new, coverage, evict
-from diet_ray.memory.slots import MemoryTensors, Slots, nearest_same_label, new_slots
+from diet_ray.memory.slots import MemoryTensors, Slots, nearest_same_label, new_slots, top_k
 from diet_ray.models import build_model
 from tests.unit.distill_fixtures import real_batch, tiny_schema
 
@@ -135,3 +136,49 @@ def test_choose_new_skips_covered_rows_and_evict_keeps_the_most_influential():
     assert choose_new(np.array([0, 1, 2, 3]), covered, 2).tolist() == [1, 3]
     assert choose_new(np.array([2, 0, 1, 3]), covered, 3).tolist() == [1, 3, 2]
     assert evict(np.array([0.5, 0.1, 0.9, 0.3]), 2).tolist() == [0, 2]
+
+
+def test_top_k_matches_a_stable_descending_sort_ties_included():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, (50, 30)).astype(np.float32)  # many ties
+    scores[0] = 1.0  # a row of nothing but ties
+    for k in (1, 3, 30):
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        assert np.array_equal(top_k(scores, k), expected), k
+
+
+def test_blocked_neighbours_equal_brute_force_and_new_slots_of_a_subset():
+    rng = np.random.default_rng(4)
+    keys = unit(rng.standard_normal((40, 4)))
+    keys[5] = keys[7]  # a duplicate key: a tie broken by the lower index
+    labels = rng.random(40) < 0.4
+    sims = keys @ keys.T
+    np.fill_diagonal(sims, -np.inf)
+    sims[labels[:, None] != labels[None, :]] = -np.inf
+    brute = np.argsort(-sims, axis=1, kind="stable")[:, :3]
+    got = nearest_same_label(keys, labels, 3, block_rows=7)
+    assert np.array_equal(got, brute)
+    queries = np.array([9, 2, 31])
+    assert np.array_equal(nearest_same_label(keys, labels, 3, queries, block_rows=2),
+                          brute[queries])
+    rows = real_batch(40, seed=1).with_labels(torch.from_numpy(labels.astype(np.float32)))
+    kwargs = dict(stage=0, candidates=3, seed_logit=5.0, label_logit=np.arange(40.0),
+                  categorical=CATEGORICAL)
+    whole = new_slots(rows, keys, np.arange(40.0), **kwargs).select(queries)
+    part = new_slots(rows, keys, np.arange(40.0), index=queries, **kwargs)
+    for name in ("ids", "mask", "id_logits", "label_logit", "key", "influence"):
+        assert np.array_equal(getattr(part, name), getattr(whole, name)), name
+
+
+def test_blocked_attention_and_coverage_equal_the_whole_matrix(monkeypatch):
+    rng = np.random.default_rng(5)
+    slots, rows = unit(rng.standard_normal((13, 4))), unit(rng.standard_normal((29, 4)))
+    weight = rng.random(29)
+    logits = rows @ slots.T / 0.1
+    att = np.exp(logits - logits.max(1, keepdims=True))
+    att /= att.sum(1, keepdims=True)
+    monkeypatch.setattr(addressing, "BLOCK_ELEMENTS", 13 * 4)  # blocks of 4 rows
+    assert addressing.block_rows(13) == 4
+    np.testing.assert_allclose(attention_mass(slots, rows, weight, 0.1), weight @ att,
+                               rtol=1e-5)
+    np.testing.assert_array_equal(coverage(slots, rows), (rows @ slots.T).max(1))
