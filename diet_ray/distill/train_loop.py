@@ -4,8 +4,9 @@ One `TorchTrainer` run covers all remaining stages (a Train run costs tens of se
 start, so one per stage would dominate small stages). Per stage t, every worker:
 
 1. reads the committed state from the memory actor (after a restart: the last commit);
-2. rank 0 scores stage t on a Ray Data actor pool, writes/addresses the memory and hands
-   the working copy to the actor; the others wait at a barrier, then fetch it;
+2. rank 0 scores stage t on the run's Ray Data scoring pipeline (`ScoringStream`, one
+   actor pool for all stages), writes/addresses the memory and hands the working copy to
+   the actor; the others wait at a barrier, then fetch it;
 3. runs the continual pass over its `get_dataset_shard("stage_t")` (gradients averaged);
 4. relabels with the continual model (identical on every worker);
 5. runs the outer steps on a reservoir sample of its shard's rows, kept during the pass
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from diet_ray.config import config_from_dict
+from diet_ray.config import DistillConfig, config_from_dict
 from diet_ray.data.schema import Schema
 from diet_ray.data.stream import iter_sparse_batches
 from diet_ray.distill.distiller import Distiller, seeded
@@ -32,7 +34,7 @@ from diet_ray.distill.local import scoring_models
 from diet_ray.distill.reservoir import BatchReservoir
 from diet_ray.distill.state import RunState
 from diet_ray.distill.write import empty_state, plan_stage
-from diet_ray.influence.stage import score_stage
+from diet_ray.influence.scoring_stream import ScoringStream
 
 log = logging.getLogger("diet_ray")
 
@@ -107,6 +109,22 @@ def train_loop_per_worker(config: dict) -> None:
     total = cfg.stages or len(schema.stages)
     nodes = worker_nodes(ray.get_runtime_context().get_node_id())
     start = ray.get(actor.last_committed.remote()) + 1
+    # rank 0 scores every stage on one Ray Data pipeline: the scorer pool starts once
+    scoring = (ScoringStream(cfg.data, schema, cfg, range(start, total))
+               if rank == 0 and start < total else None)
+    try:
+        _stages(cfg, schema, actor, rank, world, nodes, start, total, scoring)
+    finally:
+        if scoring is not None:
+            scoring.close()
+
+
+def _stages(cfg: DistillConfig, schema: Schema, actor: Any, rank: int, world: int,
+            nodes: list[str], start: int, total: int, scoring: ScoringStream | None) -> None:
+    """Stages start..total-1 on this worker (module docstring, steps 1-6)."""
+    import ray
+    import ray.train
+
     began = time.perf_counter()
     for t in range(start, total):
         stage_start = time.perf_counter()
@@ -114,9 +132,8 @@ def train_loop_per_worker(config: dict) -> None:
         _version, arrays, _meta = ray.get(actor.get.remote())
         state = RunState.from_arrays(arrays) if arrays else empty_state(cfg, schema)
         score_stats: dict = {}
-        if rank == 0:
-            candidates, score_stats = score_stage(cfg.data, schema, cfg, t,
-                                                  scoring_models(cfg, schema, state))
+        if scoring is not None:
+            candidates, score_stats = scoring.score(t, scoring_models(cfg, schema, state))
             plan = plan_stage(state, candidates, schema, cfg, t, rows)
             meta = {"addressed": plan.addressed.tolist(), "new": plan.new.tolist(),
                     "evicted": plan.evicted}

@@ -2,13 +2,15 @@
 
 Three figures, each on a prepared dataset of the user's choice:
 
-1. **Scoring overhead.** Stage `--scoring-stage` is scored by the real job code
-   (`score_stage`: probe sample, setup, Ray Data `read_parquet` -> `map_batches` on the
-   scorer actor pool -> the O(m) merge), and, as the reference, read in-process from the same
+1. **Scoring overhead.** Stages `--scoring-stage` .. `--scoring-stage + --repeats` are
+   scored by the real job code (`ScoringStream`: probe sample, setup, the gated Parquet
+   reads -> `map_batches` on the scorer actor pool -> the O(m) merge), one pipeline for all
+   of them as in a run; the first stage pays the pool's start and is reported apart. Each
+   later stage is compared with the reference: the same stage read in-process from the same
    Parquet files and pushed through the same model(s) in plain `inference_mode` forward
    passes (read + collate + forward, one process using every core). Both run with C = 1 and
    with the configured C checkpoints (the scorer runs one forward per checkpoint, so the
-   reference does as many). Pairs are interleaved `--repeats` times; medians are reported.
+   reference does as many); medians over the warm stages are reported.
 2. **Cost of a stage.** `diet-ray distill` runs in a subprocess (its own local Ray) for each
    `--stages N`; every committed manifest carries the stage's `stage_seconds` (scoring,
    writing, continual pass, relabelling, outer steps, up to the commit) and
@@ -39,6 +41,7 @@ from typing import Any
 import torch
 
 from diet_ray.config import DistillConfig, load_config
+from diet_ray.data.errors import DataError
 from diet_ray.data.schema import Schema
 from diet_ray.data.stream import read_stage_table, table_batches
 from diet_ray.distill.distiller import seeded
@@ -68,42 +71,47 @@ def forward_rows_per_s(uri: str, schema: Schema, stage: int, models: list[torch.
     return table.num_rows / (time.perf_counter() - start)
 
 
-def ray_scoring(uri: str, schema: Schema, cfg: DistillConfig, stage: int,
-                models: list[torch.nn.Module]) -> tuple[float, float]:
-    """(rows/s of the job's own scoring of the stage, `score_stage` with its setup and
-    pipeline start; seconds until its first scored block arrived)."""
-    from diet_ray.influence.stage import score_stage
-
-    _candidates, stats = score_stage(uri, schema, cfg, stage, models)
-    return stats["scored_rows_per_s"], stats["scoring_first_output_s"]
-
-
 def scoring_benchmark(cfg: DistillConfig, schema: Schema, stage: int, repeats: int) -> dict:
+    """Ray Data scoring as the job runs it, against the in-process forward pass, per C.
+
+    One `ScoringStream` over stages `stage .. stage + repeats`: the first stage pays the
+    actor pool's start (reported as the cold stage), each later one is scored on the warm
+    pool and compared with an in-process forward pass over the same stage's files, timed
+    just before it (the stream's reads wait at the gate meanwhile, so the two never
+    overlap)."""
+    from diet_ray.influence.scoring_stream import ScoringStream
     from diet_ray.pipeline import init_ray
 
+    stages = list(range(stage, stage + repeats + 1))
+    if stages[-1] >= len(schema.stages) or min(schema.stage(s).rows for s in stages) == 0:
+        raise DataError(f"scoring with --scoring-stage {stage} --repeats {repeats} needs "
+                        f"non-empty stages {stages[0]}..{stages[-1]}; {cfg.data} has "
+                        f"{len(schema.stages)} stages")
     init_ray()
-    out: dict[str, Any] = {"stage": stage, "rows": schema.stage(stage).rows,
+    out: dict[str, Any] = {"stage": stage, "stages": stages, "rows": schema.stage(stage).rows,
                            "num_scorers": cfg.influence.num_scorers,
                            "scorer_cpus": cfg.influence.scorer_cpus,
                            "batch_size": cfg.influence.batch_size}
     for c in sorted({1, cfg.influence.checkpoints}):
         models = scoring_models(cfg, schema, c)
+        forward_rows_per_s(cfg.data, schema, stage, models, cfg.influence.batch_size)  # warm-up
         inproc, ray_rates, first_outputs = [], [], []
-        # warm-up of both paths: imports, first actors, allocator, file cache
-        forward_rows_per_s(cfg.data, schema, stage, models, cfg.influence.batch_size)
-        ray_scoring(cfg.data, schema, cfg, stage, models)
-        for _ in range(repeats):
-            inproc.append(forward_rows_per_s(cfg.data, schema, stage, models,
-                                             cfg.influence.batch_size))
-            rate, first = ray_scoring(cfg.data, schema, cfg, stage, models)
-            ray_rates.append(rate)
-            first_outputs.append(first)
+        with ScoringStream(cfg.data, schema, cfg, stages) as stream:
+            _candidates, cold = stream.score(stages[0], models)
+            for s in stages[1:]:
+                inproc.append(forward_rows_per_s(cfg.data, schema, s, models,
+                                                 cfg.influence.batch_size))
+                _candidates, stats = stream.score(s, models)
+                ray_rates.append(stats["scored_rows_per_s"])
+                first_outputs.append(stats["scoring_first_output_s"])
         fwd, ray_med = statistics.median(inproc), statistics.median(ray_rates)
         out[f"checkpoints={c}"] = {"in_process_forward_rows_per_s": fwd,
                                    "ray_data_scoring_rows_per_s": ray_med,
                                    "ratio": ray_med / fwd, "in_process_all": inproc,
                                    "ray_data_all": ray_rates,
-                                   "ray_data_first_output_s": statistics.median(first_outputs)}
+                                   "ray_data_first_output_s": statistics.median(first_outputs),
+                                   "cold_stage_seconds": cold["scoring_seconds"],
+                                   "cold_stage_first_output_s": cold["scoring_first_output_s"]}
         log.info("scoring, C=%d: in-process forward %.0f rows/s, Ray Data scoring %.0f rows/s "
                  "(%.0f%%)", c, fwd, ray_med, 100 * ray_med / fwd)
     return out
@@ -151,7 +159,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stages", default="10", help="comma-separated stage counts to distil, "
                    "e.g. 10,40 (peak memory per count); empty: scoring only")
     p.add_argument("--scoring-stage", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="warm stages scored after the first (default 3)")
     p.add_argument("--skip-scoring", action="store_true")
     p.add_argument("--config", help="YAML config (see jobs/configs/)")
     p.add_argument("overrides", nargs="*", help="dotted distillation overrides")
@@ -167,7 +176,8 @@ def report(result: dict) -> str:
                 lines.append(f"  {key}: in-process forward {s['in_process_forward_rows_per_s']:,.0f}"
                              f" rows/s, Ray Data scoring {s['ray_data_scoring_rows_per_s']:,.0f} "
                              f"rows/s = {100 * s['ratio']:.0f}% (first scored block after "
-                             f"{s['ray_data_first_output_s']:.1f}s)")
+                             f"{s['ray_data_first_output_s']:.1f}s; the run's first stage, "
+                             f"with the pool's start: {s['cold_stage_seconds']:.1f}s)")
     for run in result["distill"]:
         lines.append(f"distill {run['stages']} stages: {run['wall_seconds']:.0f}s wall, peak "
                      f"memory {run['peak_bytes'] / 2**30:.2f} GiB, stage / continual pass: median "

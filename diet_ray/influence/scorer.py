@@ -11,10 +11,10 @@ Positive scores are proponents: a step on the row lowers the probe loss. The row
 address key is its last hidden layer h(x) of the newest checkpoint through a fixed random
 projection [H, key_dim], unit-normalised; its stratum is label × nearest key centroid.
 
-`InfluenceScorer` is the callable class that Ray Data runs on an actor pool
-(`map_batches`): Arrow batch of prepared rows in, the same rows plus `_score`,
-`_priority`, `_prob`, `_stratum`, `_key` and `_node` (the scoring node's id) out, keeping only each stratum's best rows
-of the batch (the downstream merge keeps O(m) rows, never O(stage)).
+`InfluenceScorer` scores one stage's Arrow batches (in-process, or inside the Ray Data
+actor pool's `StreamScorer`): prepared rows in, the same rows plus `_score`, `_priority`,
+`_prob`, `_stratum`, `_key` and `_node` (the scoring node's id) out, keeping only each
+stratum's best rows of the batch (the downstream merge keeps O(m) rows, never O(stage)).
 """
 
 from __future__ import annotations
@@ -108,17 +108,18 @@ def top_per_stratum(stratum: np.ndarray, priority: np.ndarray, quotas: np.ndarra
 
 
 class InfluenceScorer:
-    """Ray Data callable class: scores Arrow batches of prepared rows (module docstring).
+    """Scores one stage's Arrow batches of prepared rows (module docstring).
 
-    Built once per actor from plain data (no driver globals): the schema as JSON, the
-    architecture and model config, the checkpoints' state dicts (oldest first) or a list
-    holding one ObjectRef of them (broadcast once with `ray.put`), the probe gradients, the key projection,
-    the centroids and the per-stratum quotas.
+    Built from plain data (no driver globals): the schema as JSON, the architecture and
+    model config, the checkpoints' state dicts (oldest first), the probe gradients, the key
+    projection, the centroids and the per-stratum quotas. A call runs the forward passes
+    `batch_size` rows at a time (None: the whole table at once) and selects over the table.
     """
 
     def __init__(self, schema_json: str, arch: str, model_config: dict, states: list,
                  probes: list[np.ndarray], projection: np.ndarray, centroids: np.ndarray,
-                 quotas: np.ndarray, rank_by: RankBy, seed: int, threads: int | None = None):
+                 quotas: np.ndarray, rank_by: RankBy, seed: int, threads: int | None = None,
+                 batch_size: int | None = None):
         import ray
 
         from diet_ray.models import build_model
@@ -126,8 +127,6 @@ class InfluenceScorer:
         if threads:
             torch.set_num_threads(threads)
         self.schema = Schema.from_json(schema_json)
-        if states and isinstance(states[0], ray.ObjectRef):  # [ref of list of state dicts]
-            states = ray.get(states[0])
         self.models = []
         for state in states:
             model = build_model(arch, self.schema, model_config)
@@ -136,22 +135,29 @@ class InfluenceScorer:
             self.models.append(model)
         self.probes = [torch.from_numpy(np.array(p, np.float32)) for p in probes]  # writable copy
         self.projection, self.centroids = projection, centroids
-        self.quotas, self.rank_by = quotas, rank_by
+        self.quotas, self.rank_by, self.batch_size = quotas, rank_by, batch_size
         self.rng = np.random.default_rng(seed)
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        batch = collate(table, self.schema)
-        score, align, prob, h = influence_scores(self.models, self.probes, batch)
+    def __call__(self, table: pa.Table, marker_if_empty: bool = False) -> pa.Table:
+        """The batch's kept rows with the scoring columns. With `marker_if_empty`, a `_take`
+        column marks them True, and a batch that keeps no row returns its first row with
+        `_take = False` instead (so that a stream of scored batches never skips one)."""
+        step = self.batch_size or max(table.num_rows, 1)
+        chunks = [self._forward(table.slice(i, step)) for i in range(0, table.num_rows, step)]
+        score, align, prob, h, labels = (np.concatenate(parts) for parts in zip(*chunks))
         keys = address_keys(h, self.projection).astype(np.float32)
-        stratum = strata(batch.labels.numpy(), keys, self.centroids)
+        stratum = strata(labels, keys, self.centroids)
         priority = {"influence": score, "alignment": align,
                     "random": self.rng.random(len(score))}[self.rank_by]
         keep = top_per_stratum(stratum, priority, self.quotas)
+        take = np.ones(len(keep), bool)
+        if marker_if_empty and len(keep) == 0 and table.num_rows:
+            keep, take = np.zeros(1, np.int64), np.zeros(1, bool)
         out = table.take(pa.array(keep))
         key_dim = keys.shape[1]
         flat = pa.array(keys[keep].reshape(-1))
-        return (
+        out = (
             out.append_column("_score", pa.array(score[keep].astype(np.float32)))
             .append_column("_priority", pa.array(priority[keep].astype(np.float32)))
             .append_column("_prob", pa.array(prob[keep].astype(np.float32)))
@@ -159,3 +165,9 @@ class InfluenceScorer:
             .append_column("_key", pa.FixedSizeListArray.from_arrays(flat, key_dim))
             .append_column("_node", pa.array([self.node] * len(keep), pa.string()))
         )
+        return out.append_column("_take", pa.array(take)) if marker_if_empty else out
+
+    def _forward(self, table: pa.Table) -> tuple[np.ndarray, ...]:
+        """(score, alignment, prob, h, labels) of the rows of `table` (`influence_scores`)."""
+        batch = collate(table, self.schema)
+        return (*influence_scores(self.models, self.probes, batch), batch.labels.numpy())

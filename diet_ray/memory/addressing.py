@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 BLOCK_ELEMENTS = 1 << 22  # rows × slots per block of similarities (16 MiB of float32)
 
 

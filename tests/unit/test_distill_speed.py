@@ -43,8 +43,9 @@ def test_report_lines():
            "per_stage": [{"peak_bytes_so_far": (i + 1) * 2**29} for i in range(10)]}
     scoring = {"stage": 1, "rows": 1000, "checkpoints=1": {
         "in_process_forward_rows_per_s": 1000.0, "ray_data_scoring_rows_per_s": 500.0,
-        "ratio": 0.5, "ray_data_first_output_s": 1.5}}
+        "ratio": 0.5, "ray_data_first_output_s": 1.5, "cold_stage_seconds": 9.0}}
     text = report({"data": "d", "cpu_count": 2, "scoring": scoring, "distill": [run]})
-    assert "Ray Data scoring 500 rows/s = 50% (first scored block after 1.5s)" in text
+    assert ("Ray Data scoring 500 rows/s = 50% (first scored block after 1.5s; the run's first "
+            "stage, with the pool's start: 9.0s)") in text
     assert "peak memory 2.00 GiB, stage / continual pass: median 2.50x, max 3.00x" in text
     assert "1: 0.50, 10: 5.00" in text

@@ -78,3 +78,19 @@ def test_quotas_by_hand():
     probe = np.array([0, 0, 2, 3, 3, 3])
     q = stratum_quotas(20, positive_rate=0.4, probe_strata=probe, num_clusters=2)
     assert q.tolist() == [12, 0, 2, 6]
+
+
+def test_call_counter_counts_a_call_once_all_its_pieces_arrived():
+    from diet_ray.influence.scoring_stream import CallCounter
+
+    def piece(call: int, call_rows: int, rows_in: int, n: int) -> pa.Table:
+        return pa.table({"_call": [call] * n, "_call_rows": [call_rows] * n,
+                         "_rows_in": [rows_in] * n})
+
+    counter = CallCounter()
+    counter.add(piece(7, 5, 40, 2))  # call 7: 2 of its 5 output rows
+    assert counter.rows_in == 0
+    counter.add(pa.concat_tables([piece(9, 1, 30, 1), piece(7, 5, 40, 2)]))  # 9 done, 7: 4/5
+    assert counter.rows_in == 30
+    counter.add(piece(7, 5, 40, 1))
+    assert counter.rows_in == 70 and counter.received == {}

@@ -162,8 +162,8 @@ def test_blocked_neighbours_equal_brute_force_and_new_slots_of_a_subset():
     assert np.array_equal(nearest_same_label(keys, labels, 3, queries, block_rows=2),
                           brute[queries])
     rows = real_batch(40, seed=1).with_labels(torch.from_numpy(labels.astype(np.float32)))
-    kwargs = dict(stage=0, candidates=3, seed_logit=5.0, label_logit=np.arange(40.0),
-                  categorical=CATEGORICAL)
+    kwargs = {"stage": 0, "candidates": 3, "seed_logit": 5.0, "label_logit": np.arange(40.0),
+                  "categorical": CATEGORICAL}
     whole = new_slots(rows, keys, np.arange(40.0), **kwargs).select(queries)
     part = new_slots(rows, keys, np.arange(40.0), index=queries, **kwargs)
     for name in ("ids", "mask", "id_logits", "label_logit", "key", "influence"):
