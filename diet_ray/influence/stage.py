@@ -84,10 +84,8 @@ def score_stage_local(table: pa.Table, schema: Schema, cfg: DistillConfig, stage
     """The same scoring in-process over an Arrow table (no Ray)."""
     setup = setup_scoring(models, probe, schema, cfg, stage,
                           candidate_count(cfg, table.num_rows))
-    with torch.no_grad():
+    with torch.no_grad():  # the scorer runs its forward passes influence.batch_size rows at a time
         scorer = InfluenceScorer(**scorer_kwargs(setup, schema, cfg, stage))
         selection = StratifiedTopM(setup.quotas)
-        for start in range(0, table.num_rows, cfg.influence.batch_size):
-            selection.add(scorer(table.slice(start, cfg.influence.batch_size))
-                          .drop_columns(["_node"]))
+        selection.add(scorer(table).drop_columns(["_node"]))
     return selection.result()
