@@ -1,4 +1,4 @@
-"""The distillation job on Ray: the memory actor, the per-stage datasets, one TorchTrainer.
+"""The distillation job on Ray: the memory actor and one TorchTrainer over all stages.
 
     distill(cfg) -> one committed snapshot per stage: cfg.out/snapshots/stage=0000/, ...
 
@@ -22,7 +22,6 @@ from diet_ray.config import DistillConfig
 from diet_ray.data.errors import DataError
 from diet_ray.data.fs import join, open_fs, storage_errors, write_bytes
 from diet_ray.data.schema import Schema
-from diet_ray.data.stream import read_stages
 from diet_ray.memory.actor import start_memory_actor
 from diet_ray.memory.store import SnapshotStore
 
@@ -42,7 +41,8 @@ def init_ray(num_cpus: int | None = None) -> None:
         ray.init(namespace=NAMESPACE)
         return
     ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
-             namespace=NAMESPACE, logging_level="WARNING")
+             namespace=NAMESPACE, logging_level="WARNING",
+             runtime_env={"worker_process_setup_hook": "diet_ray.worker_logs.quiet_local_worker"})
 
 
 def actor_name(out: str) -> str:
@@ -116,7 +116,6 @@ def _fit(cfg: DistillConfig, schema: Schema, start: int, total: int) -> None:
             name=actor_name(cfg.out),
             storage_path=os.path.join(tempfile.gettempdir(), "diet-ray-train"),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures)),
-        datasets={f"stage_{t}": read_stages(cfg.data, t, schema) for t in range(start, total)},
     )
     trainer.fit()
     log.info("distilled %d stages in %.0fs", total - start, time.perf_counter() - began)

@@ -7,7 +7,7 @@ start, so one per stage would dominate small stages). Per stage t, every worker:
 2. rank 0 scores stage t on the run's Ray Data scoring pipeline (`ScoringStream`, one
    actor pool for all stages), writes/addresses the memory and hands the working copy to
    the actor; the others wait at a barrier, then fetch it;
-3. runs the continual pass over its `get_dataset_shard("stage_t")` (gradients averaged);
+3. runs the continual pass over its streaming split of stage t (`StageSplits`; gradients averaged);
 4. relabels with the continual model (identical on every worker);
 5. runs the outer steps on a reservoir sample of its shard's rows, kept during the pass
    (memory gradients averaged, so every worker applies the same Adam step);
@@ -32,9 +32,11 @@ from diet_ray.data.stream import iter_sparse_batches
 from diet_ray.distill.distiller import Distiller, seeded
 from diet_ray.distill.local import scoring_models
 from diet_ray.distill.reservoir import BatchReservoir
+from diet_ray.distill.stage_shards import StageSplits
 from diet_ray.distill.state import RunState
 from diet_ray.distill.write import empty_state, plan_stage
 from diet_ray.influence.scoring_stream import ScoringStream
+from diet_ray.worker_logs import log_to_stderr_in_worker
 
 log = logging.getLogger("diet_ray")
 
@@ -76,17 +78,18 @@ def sparse_mean(grad: torch.Tensor) -> torch.Tensor:
     n = [int(c.item()) for c in counts]
     merged = torch.sparse_coo_tensor(
         torch.cat([r[:k] for r, k in zip(all_rows, n)])[None, :],
-        torch.cat([v[:k] for v, k in zip(all_values, n)]) / world, grad.shape)
+        torch.cat([v[:k] for v, k in zip(all_values, n)]) / world, grad.shape,
+        check_invariants=True)
     return merged.coalesce()
 
 
-def worker_nodes(node: str) -> list[str]:
-    """The distinct node ids of all workers (recorded in every commit's meta)."""
+def node_per_rank(node: str) -> list[str]:
+    """Every worker's node id, in rank order (this worker's is `node`)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return [node]
     gathered: list = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, node)
-    return sorted(set(gathered))
+    return gathered
 
 
 def barrier() -> None:
@@ -96,9 +99,13 @@ def barrier() -> None:
 
 def train_loop_per_worker(config: dict) -> None:
     import ray
+    import ray.data
     import ray.train
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log_to_stderr_in_worker()
+    # progress bars in a Train worker reach the driver as blank lines; the job's progress is
+    # its line per stage. Ray Data's datasets made here (scoring, stage splits) inherit this.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     cfg = config_from_dict(config["cfg"])
     schema = Schema.from_json(config["schema"])
     if cfg.threads:
@@ -107,20 +114,23 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     total = cfg.stages or len(schema.stages)
-    nodes = worker_nodes(ray.get_runtime_context().get_node_id())
+    nodes = node_per_rank(ray.get_runtime_context().get_node_id())
     start = ray.get(actor.last_committed.remote()) + 1
+    splits = StageSplits(config["actor"] + "-splits", config["namespace"], rank, cfg.data, schema,
+                         nodes)
     # rank 0 scores every stage on one Ray Data pipeline: the scorer pool starts once
     scoring = (ScoringStream(cfg.data, schema, cfg, range(start, total))
                if rank == 0 and start < total else None)
     try:
-        _stages(cfg, schema, actor, rank, world, nodes, start, total, scoring)
+        _stages(cfg, schema, actor, splits, rank, world, nodes, start, total, scoring)
     finally:
         if scoring is not None:
             scoring.close()
 
 
-def _stages(cfg: DistillConfig, schema: Schema, actor: Any, rank: int, world: int,
-            nodes: list[str], start: int, total: int, scoring: ScoringStream | None) -> None:
+def _stages(cfg: DistillConfig, schema: Schema, actor: Any, splits: StageSplits, rank: int,
+            world: int, nodes: list[str], start: int, total: int,
+            scoring: ScoringStream | None) -> None:
     """Stages start..total-1 on this worker (module docstring, steps 1-6)."""
     import ray
     import ray.train
@@ -131,6 +141,8 @@ def _stages(cfg: DistillConfig, schema: Schema, actor: Any, rank: int, world: in
         rows = schema.stage(t).rows
         _version, arrays, _meta = ray.get(actor.get.remote())
         state = RunState.from_arrays(arrays) if arrays else empty_state(cfg, schema)
+        if rank == 0:
+            splits.publish(t)  # the split's coordinator starts while rank 0 scores
         score_stats: dict = {}
         if scoring is not None:
             candidates, score_stats = scoring.score(t, scoring_models(cfg, schema, state))
@@ -143,12 +155,13 @@ def _stages(cfg: DistillConfig, schema: Schema, actor: Any, rank: int, world: in
         d = Distiller(cfg, schema, RunState.from_arrays(working), t,
                       np.asarray(meta["addressed"], np.int64), np.asarray(meta["new"], np.int64),
                       allreduce_mean)
-        shard = ray.train.get_dataset_shard(f"stage_{t}")
+        shard = splits.take(t)
         bs = cfg.continual.batch_size
         reservoir = BatchReservoir(4 * cfg.bilevel.outer_batch, seeded(cfg.seed, t, 10, rank))
         batches = iter_sparse_batches(shard, schema, bs, local_shuffle_buffer_size=4 * bs,
                                       local_shuffle_seed=seeded(cfg.seed, t, 8, rank) % 2**31)
         d.continual_pass(reservoir.tap(batches), max(rows // (world * bs), 1))
+        del shard, batches  # the stage's split coordinator ends once no worker refers to it
         d.relabel()
         d.outer_steps(reservoir.sampler(cfg.bilevel.outer_batch, seeded(cfg.seed, t, 9, rank)))
         result = d.result(rows)
@@ -158,7 +171,7 @@ def _stages(cfg: DistillConfig, schema: Schema, actor: Any, rank: int, world: in
                    **{k: float(v) for k, v in {**d.stats, **score_stats}.items()},
                    "stage_seconds": time.perf_counter() - stage_start}  # up to the commit
         if rank == 0:
-            where = {"train_nodes": nodes, "scorer_nodes": scorer_nodes}
+            where = {"train_nodes": sorted(set(nodes)), "scorer_nodes": scorer_nodes}
             metrics["version"] = ray.get(actor.commit.remote(t, result.to_arrays(),
                                                              {**metrics, **where}))
             done = t - start + 1

@@ -35,11 +35,46 @@ def tiny_stream(tmp_path_factory) -> str:
     return prepare_tiny_stream(tmp_path_factory.mktemp("stream"))
 
 
+def ray_processes(title: str) -> list[int]:
+    """PIDs of this test's Ray worker processes whose title starts with `title` (Ray titles
+    its workers ray::<ActorClass>...). Only descendants of this process (the local Ray that
+    `ray_local` started): another job's Ray on the same machine is never touched."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        if cmd.startswith(title):
+            found.append(proc.pid)
+    return found
+
+
 @pytest.fixture(scope="module")
-def reference(tiny_stream, tmp_path_factory, ray_local) -> tuple[str, dict]:
-    """An undisturbed run: (output path, final manifest)."""
+def coordinators_seen() -> list[int]:
+    """How many split-coordinator processes were alive at each sample of the reference run."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_stream, tmp_path_factory, ray_local, coordinators_seen) -> tuple[str, dict]:
+    """An undisturbed run: (output path, final manifest). While it runs, the number of
+    live split-coordinator processes is sampled into `coordinators_seen`."""
     out = str(tmp_path_factory.mktemp("reference") / "run")
-    return out, distill(config(tiny_stream, out))
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            coordinators_seen.append(len(ray_processes("ray::SplitCoordinator")))
+            done.wait(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        return out, distill(config(tiny_stream, out))
+    finally:
+        done.set()
+        watcher.join()
 
 
 def final_arrays(out: str) -> dict[str, np.ndarray]:
@@ -57,14 +92,16 @@ def test_distill_commits_every_stage_once_and_resumes_as_a_no_op(tiny_stream, re
     assert manifests(out) == first
 
 
+def test_each_stage_split_is_released_after_its_stage(reference, coordinators_seen):
+    """Peak memory must not grow with the number of stages: a stage's streaming-split
+    coordinator (an actor process) ends once its stage is done, so over the 4 stages no
+    more than the current and the previous one are ever alive."""
+    assert max(coordinators_seen) >= 1  # the watcher did see the run's coordinators
+    assert max(coordinators_seen) <= 2, coordinators_seen
+
+
 def train_worker_pids() -> list[int]:
-    """PIDs of the Ray Train worker processes (Ray titles them ray::RayTrainWorker...)."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if cmd.startswith("ray::RayTrainWorker"):
-            found.append(proc.info["pid"])
-    return found
+    return ray_processes("ray::RayTrainWorker")
 
 
 def test_train_worker_killed_mid_run_restarts_and_commits_each_stage_once(
