@@ -29,6 +29,8 @@ from diet_ray.evaluate.train import TrainConfig, loss_fn, make_optimizer, set_sp
 from diet_ray.memory.slots import MemoryTensors
 from diet_ray.models import build_model
 
+RELABEL_CHUNK = 8192  # memory slots per forward pass of the teacher labels
+
 AllReduce = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 
 
@@ -81,19 +83,23 @@ class Distiller:
     # -- teacher labels ---------------------------------------------------------------------------
     @torch.no_grad()
     def relabel(self) -> None:
-        """New slots (or all, `memory.relabel=all`) take the continual model's soft label."""
+        """New slots (or all, `memory.relabel=all`) take the continual model's soft label,
+        `RELABEL_CHUNK` slots per forward pass: the pass's activations are O(chunk), not
+        O(memory), so a growing memory does not grow the job's peak memory with it."""
         idx = np.arange(len(self.state.slots)) if self.cfg.memory.relabel == "all" else self.new
         if not len(idx):
             return
-        batch = self.memory.batch(torch.from_numpy(idx))
         clip = self.cfg.memory.label_logit_clip
-        logits = self.continual(batch).clamp(-clip, clip)
-        pos = {int(s): i for i, s in enumerate(self.memory.addressed.tolist())}
-        for row, slot in enumerate(idx):
-            if int(slot) in pos:  # a learnable slot: write its parameter
-                self.memory.params["label_logit"].data[pos[int(slot)]] = logits[row]
-            else:
-                self.memory.frozen["label_logit"][slot] = logits[row]
+        logits = torch.cat([
+            self.continual(self.memory.batch(torch.from_numpy(idx[s:s + RELABEL_CHUNK])))
+            .clamp(-clip, clip) for s in range(0, len(idx), RELABEL_CHUNK)])
+        param_row = np.full(len(self.state.slots), -1, np.int64)  # slot -> row of its parameter
+        param_row[self.memory.addressed.numpy()] = np.arange(len(self.memory.addressed))
+        rows = param_row[idx]
+        learnable = torch.from_numpy(rows >= 0)
+        self.memory.params["label_logit"].data[torch.from_numpy(rows[rows >= 0])] = \
+            logits[learnable]
+        self.memory.frozen["label_logit"][torch.from_numpy(idx[rows < 0])] = logits[~learnable]
 
     # -- outer steps -------------------------------------------------------------------------------
     def inner_start(self, step: int) -> tuple[str, torch.nn.Module, int]:

@@ -78,6 +78,24 @@ def test_inner_batch_still_updates_the_addressed_slots_only():
     assert not np.array_equal(after.id_logits[[1, 3, 5]], before.id_logits[[1, 3, 5]])
 
 
+@pytest.mark.parametrize("relabel", ["all", "new"])
+def test_relabel_in_chunks_writes_the_teachers_labels(monkeypatch, relabel):
+    cfg = tiny_config(**{"memory.relabel": relabel})
+    d = Distiller(cfg, tiny_schema(), stage_state(cfg), 0, np.array([1, 3, 5]), np.array([5, 8]))
+    before = d.memory.full("label_logit").detach().clone()
+    with torch.no_grad():  # the teacher over the whole memory in one pass
+        whole = d.continual(d.memory.batch()).clamp(-cfg.memory.label_logit_clip,
+                                                    cfg.memory.label_logit_clip)
+    monkeypatch.setattr("diet_ray.distill.distiller.RELABEL_CHUNK", 3)  # 4 chunks of <= 3
+    d.relabel()
+    after = d.memory.full("label_logit").detach()
+    written = list(range(10)) if relabel == "all" else [5, 8]  # 5 addressed, 8 frozen
+    kept = [i for i in range(10) if i not in written]
+    torch.testing.assert_close(after[written], whole[written])
+    assert torch.equal(after[kept], before[kept])
+    assert not torch.equal(after[written], before[written])
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
