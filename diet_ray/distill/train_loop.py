@@ -108,8 +108,7 @@ def train_loop_per_worker(config: dict) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     cfg = config_from_dict(config["cfg"])
     schema = Schema.from_json(config["schema"])
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.torch_threads(cfg.train.cpus_per_worker))
     actor = ray.get_actor(config["actor"], namespace=config["namespace"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

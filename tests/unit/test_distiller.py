@@ -156,6 +156,12 @@ def test_config_overrides_validation_and_hash():
     assert load_config(None, ["seed=1"]).hash() != load_config(None, []).hash()
 
 
+def test_torch_threads_follow_the_cpus_a_process_reserves():
+    cfg = load_config(None, [])
+    assert [cfg.torch_threads(c) for c in (0.25, 0.5, 1, 2.7, 8)] == [1, 1, 1, 2, 8]
+    assert load_config(None, ["threads=3"]).torch_threads(0.5) == 3  # set: taken as it is
+
+
 def test_local_paths_become_absolute_for_ray_workers(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config(None, [], data="runs/data", out="s3://bucket/run")
