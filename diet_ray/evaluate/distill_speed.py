@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -128,7 +129,12 @@ def distill_run(args: argparse.Namespace, stages: int) -> dict:
     start, started_at = time.perf_counter(), time.time()
     with PeakMemory() as memory:
         proc = subprocess.Popen(cmd, env=env)
-        code = proc.wait()
+        try:
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted: the job must not outlive its benchmark
+                proc.terminate()
+                proc.wait()
     wall = time.perf_counter() - start
     if code != 0:
         raise RuntimeError(f"distill with --stages {stages} failed (exit code {code})")
@@ -190,6 +196,8 @@ def report(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so a running distill subprocess is stopped too
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     cfg = load_config(args.config, list(args.overrides), data=args.data, out=args.out)
     schema = Schema.load(cfg.data)
     Path(args.out).mkdir(parents=True, exist_ok=True)
