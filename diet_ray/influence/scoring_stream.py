@@ -232,8 +232,8 @@ class ScoringStream:
         probe = sample_stage_rows(self.data_uri, self.schema, stage, cfg.influence.probe_rows,
                                   seeded(cfg.seed, stage, 7))
         setup = setup_scoring(models, probe, self.schema, cfg, stage, candidate_count(cfg, rows))
-        payload = {**scorer_kwargs(setup, self.schema, cfg, stage),
-                   "threads": cfg.torch_threads(cfg.influence.scorer_cpus)}
+        payload = scorer_kwargs(setup, self.schema, cfg, stage,
+                                cfg.torch_threads(cfg.influence.scorer_cpus))
         ray.get(self.setups.publish.remote(stage, [ray.put(payload)]))  # opens the gate
         if self.batches is None:
             # no prefetch: a prefetching iterator holds a stage's last block back until

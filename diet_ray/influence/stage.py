@@ -63,14 +63,16 @@ def setup_scoring(models: list[nn.Module], probe: pa.Table, schema: Schema,
     return ScoringSetup([state_of(m) for m in models], probes, projection, centroids, quotas)
 
 
-def scorer_kwargs(setup: ScoringSetup, schema: Schema, cfg: DistillConfig, stage: int) -> dict:
-    """The keyword arguments of stage `stage`'s `InfluenceScorer` (plain data)."""
+def scorer_kwargs(setup: ScoringSetup, schema: Schema, cfg: DistillConfig, stage: int,
+                  threads: int | None) -> dict:
+    """The keyword arguments of stage `stage`'s `InfluenceScorer` (plain data); `threads`:
+    the torch threads it sets in its process (None: leaves them as they are)."""
     return {
         "schema_json": schema.to_json(), "arch": cfg.continual.arch, "model_config": {},
         "states": setup.states, "probes": setup.probes, "projection": setup.projection,
         "centroids": setup.centroids, "quotas": setup.quotas,
         "rank_by": cfg.influence.rank_by, "seed": seeded(cfg.seed, stage, 6),
-        "threads": cfg.threads, "batch_size": cfg.influence.batch_size,
+        "threads": threads, "batch_size": cfg.influence.batch_size,
     }
 
 
@@ -85,7 +87,7 @@ def score_stage_local(table: pa.Table, schema: Schema, cfg: DistillConfig, stage
     setup = setup_scoring(models, probe, schema, cfg, stage,
                           candidate_count(cfg, table.num_rows))
     with torch.no_grad():  # the scorer runs its forward passes influence.batch_size rows at a time
-        scorer = InfluenceScorer(**scorer_kwargs(setup, schema, cfg, stage))
+        scorer = InfluenceScorer(**scorer_kwargs(setup, schema, cfg, stage, cfg.threads))
         selection = StratifiedTopM(setup.quotas)
         selection.add(scorer(table).drop_columns(["_node"]))
     return selection.result()
